@@ -1,0 +1,192 @@
+"""The only door to the outside world: file reads under an optional root, environment, subprocesses.
+
+Probes never touch ``os``/``open``/``subprocess`` directly; they take a :class:`Host`. With ``root`` set,
+every absolute path is read below that directory (a mounted container image, a test tree), and symlinks
+are resolved *inside* the root, the way the loader of that image would see them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_MAX_SYMLINKS = 40  # the kernel's own limit (ELOOP)
+
+
+class HostError(Exception):
+    """A read that failed; the message is one line naming the path and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or exc.__class__.__name__
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+class Host:
+    def __init__(self, root: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None):
+        self.root = Path(root).resolve() if root is not None else None
+        self.environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
+
+    # -- paths -------------------------------------------------------------------------------------
+    def real(self, path: str) -> Path:
+        """The on-disk location of ``path`` as the target sees it (no symlink resolution)."""
+        if self.root is None:
+            return Path(path)
+        p = os.path.normpath("/" + path.lstrip("/")) if os.path.isabs(path) else path
+        return self.root / p.lstrip("/")
+
+    def realpath(self, path: str) -> str:
+        """Resolve symlinks the way the target would, staying inside the root. Returns a target path.
+
+        A broken or looping link is not an error here: the unresolved remainder is kept, and callers see
+        that the result does not exist.
+        """
+        if self.root is None:
+            return os.path.realpath(path)
+        parts = [p for p in path.split("/") if p]
+        resolved: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = "/" + "/".join(resolved + [part])
+            try:
+                link = os.readlink(self.real(candidate))
+            except OSError:
+                resolved.append(part)
+                continue
+            hops += 1
+            if hops > _MAX_SYMLINKS:
+                return "/" + "/".join(resolved + [part] + parts)
+            if link.startswith("/"):
+                resolved = []
+            parts = [p for p in link.split("/") if p] + parts
+        return "/" + "/".join(resolved)
+
+    # -- reads -------------------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        try:
+            os.stat(self.real(self.realpath(path)) if self.root else path)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def is_dir(self, path: str) -> bool:
+        try:
+            return stat_mod.S_ISDIR(self.stat(path).st_mode)
+        except HostError:
+            return False
+
+    def is_file(self, path: str) -> bool:
+        try:
+            return stat_mod.S_ISREG(self.stat(path).st_mode)
+        except HostError:
+            return False
+
+    def stat(self, path: str) -> os.stat_result:
+        """stat() following symlinks (inside the root)."""
+        target = self.real(self.realpath(path)) if self.root else Path(path)
+        try:
+            return os.stat(target)
+        except (OSError, ValueError) as exc:
+            raise HostError(path, _reason(exc) if isinstance(exc, OSError) else str(exc)) from None
+
+    def lstat(self, path: str) -> os.stat_result:
+        try:
+            return os.lstat(self.real(path))
+        except (OSError, ValueError) as exc:
+            raise HostError(path, _reason(exc) if isinstance(exc, OSError) else str(exc)) from None
+
+    def listdir(self, path: str) -> list[str]:
+        """Sorted entry names; raises HostError for a missing or unreadable directory."""
+        target = self.real(self.realpath(path)) if self.root else Path(path)
+        try:
+            return sorted(os.listdir(target))
+        except (OSError, ValueError) as exc:
+            raise HostError(path, _reason(exc) if isinstance(exc, OSError) else str(exc)) from None
+
+    def read_text(self, path: str, limit: int = 4 << 20) -> str:
+        """Read at most ``limit`` bytes as UTF-8 (undecodable bytes replaced: METADATA can be odd)."""
+        return self.read_bytes(path, limit).decode("utf-8", errors="replace")
+
+    def read_bytes(self, path: str, limit: int = 4 << 20) -> bytes:
+        target = self.real(self.realpath(path)) if self.root else Path(path)
+        try:
+            with open(target, "rb") as fh:
+                return fh.read(limit)
+        except (OSError, ValueError) as exc:
+            raise HostError(path, _reason(exc) if isinstance(exc, OSError) else str(exc)) from None
+
+    def open_binary(self, path: str):
+        """An open binary file object (for streaming readers such as the ELF parser and hashing)."""
+        target = self.real(self.realpath(path)) if self.root else Path(path)
+        try:
+            return open(target, "rb")
+        except (OSError, ValueError) as exc:
+            raise HostError(path, _reason(exc) if isinstance(exc, OSError) else str(exc)) from None
+
+    def glob_dirs(self, path: str) -> Iterator[str]:
+        """Subdirectories of ``path`` (target paths), silently empty when unreadable."""
+        try:
+            names = self.listdir(path)
+        except HostError:
+            return
+        for name in names:
+            child = path.rstrip("/") + "/" + name
+            if self.is_dir(child):
+                yield child
+
+    # -- environment and processes -----------------------------------------------------------------
+    def env(self, name: str, default: str | None = None) -> str | None:
+        return self.environ.get(name, default)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        cwd: str | None = None,
+    ) -> RunResult:
+        """Run a program; a missing program or a timeout is a result, not an exception."""
+        try:
+            proc = subprocess.run(
+                list(argv),
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                env=dict(self.environ if env is None else env),
+                input=input,
+                cwd=cwd,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            return RunResult(-1, out, err, timed_out=True)
+        except OSError as exc:
+            return RunResult(127, "", f"{argv[0]}: {_reason(exc)}")
+        return RunResult(proc.returncode, proc.stdout, proc.stderr)

@@ -1,0 +1,106 @@
+"""Real ELF shared objects compiled with gcc, cached per test session by their build recipe.
+
+``build_so`` writes a shared object with a given SONAME, DT_NEEDED entries, DT_RPATH or DT_RUNPATH and
+exported functions returning fixed integers (``cudnnGetVersion`` -> 90100, ...). Needed libraries do not
+have to exist at build time: a throwaway library with that SONAME is linked against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+_CACHE = Path(os.environ.get("FIXDNN_ELFKIT_CACHE") or tempfile.gettempdir()) / f"fixdnn-elfkit-{os.getuid()}"
+
+
+def _gcc(args: list[str]) -> None:
+    proc = subprocess.run(["gcc", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"gcc {' '.join(args)} failed:\n{proc.stderr}")
+
+
+def build_so(
+    dest: str | os.PathLike,
+    soname: str | None = None,
+    *,
+    needed: tuple[str, ...] | list[str] = (),
+    rpath: str | None = None,
+    runpath: str | None = None,
+    functions: dict[str, int] | None = None,
+    c_source: str = "",
+    link_args: tuple[str, ...] | list[str] = (),
+) -> Path:
+    """Compile a shared object to ``dest`` (parents created). Returns the path."""
+    if rpath is not None and runpath is not None:
+        raise ValueError("an object has either DT_RPATH or DT_RUNPATH here, not both")
+    functions = dict(functions or {})
+    recipe = json.dumps(
+        [soname, list(needed), rpath, runpath, sorted(functions.items()), c_source, list(link_args)]
+    )
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:24]
+    cached = _CACHE / key / "lib.so"
+    if not cached.exists():
+        work = Path(tempfile.mkdtemp(prefix="elfkit-"))
+        try:
+            src = work / "lib.c"
+            body = "#include <stddef.h>\n" + c_source + "\n"
+            for name, value in functions.items():
+                body += f"size_t {name}(void) {{ return {int(value)}; }}\n"
+            if not functions and not c_source:
+                body += "int fixdnn_elfkit_marker(void) { return 0; }\n"
+            src.write_text(body)
+            args = ["-shared", "-fPIC", "-o", str(work / "lib.so"), str(src)]
+            if soname:
+                args.append(f"-Wl,-soname,{soname}")
+            if needed:
+                stubs = work / "stubs"
+                stubs.mkdir()
+                for name in needed:
+                    stub_c = stubs / "stub.c"
+                    stub_c.write_text("int fixdnn_elfkit_stub(void) { return 0; }\n")
+                    _gcc(["-shared", "-fPIC", "-o", str(stubs / name), str(stub_c), f"-Wl,-soname,{name}"])
+                args += ["-Wl,--no-as-needed", f"-L{stubs}"] + [f"-l:{n}" for n in needed]
+            if rpath is not None:
+                args += [f"-Wl,-rpath,{rpath}", "-Wl,--disable-new-dtags"]
+            if runpath is not None:
+                args += [f"-Wl,-rpath,{runpath}", "-Wl,--enable-new-dtags"]
+            args += list(link_args)
+            _gcc(args)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(work / "lib.so", tmp)
+            os.replace(tmp, cached)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, dest)
+    return dest
+
+
+def build_exe(dest: str | os.PathLike, c_source: str, link_args: tuple[str, ...] | list[str] = ()) -> Path:
+    """Compile a small program (used as the loader oracle)."""
+    key = hashlib.sha256(json.dumps([c_source, list(link_args)]).encode()).hexdigest()[:24]
+    cached = _CACHE / key / "prog"
+    if not cached.exists():
+        work = Path(tempfile.mkdtemp(prefix="elfkit-"))
+        try:
+            (work / "prog.c").write_text(c_source)
+            _gcc(["-o", str(work / "prog"), str(work / "prog.c"), *link_args])
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(work / "prog", tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, cached)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, dest)
+    os.chmod(dest, 0o755)
+    return dest
