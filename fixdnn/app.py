@@ -1,0 +1,145 @@
+"""The typer application: thin commands that build a result and hand it to one renderer.
+
+Every failure of fixdnn itself, or of the user's input, becomes one line on stderr and exit code 2
+(see :func:`run`); diagnoses exit 0 when healthy and 1 when an error-level symptom is found.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    no_args_is_help=False,
+    help="Find why cuDNN / CUDA / oneDNN / MKL / OpenMP fail in a deep-learning environment, and repair it.",
+)
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported in one line, exit 2."""
+
+
+def _options(ctx: typer.Context) -> dict:
+    return ctx.obj if isinstance(ctx.obj, dict) else {}
+
+
+def _host(opts: dict):
+    from fixdnn.host import Host
+
+    root = opts.get("root")
+    if root is not None:
+        import os
+
+        if not os.path.isdir(root):
+            raise UsageError(f"--root {root}: not a directory")
+    return Host(root=root)
+
+
+def _gather(opts: dict):
+    from fixdnn.facts import gather, loads_json
+    from fixdnn.target import TargetSpec
+
+    facts_file = opts.get("facts_file")
+    if facts_file:
+        try:
+            with open(facts_file, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise UsageError(f"--facts {facts_file}: cannot read ({exc.strerror})") from None
+        try:
+            return loads_json(text, facts_file)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")))
+
+
+def _emit_json(data: dict) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def diagnose(opts: dict) -> int:
+    from fixdnn import compat as compat_mod
+    from fixdnn.report import Report, render_text, to_dict
+    from fixdnn.symptoms.registry import diagnose as run_checks
+
+    facts = _gather(opts)
+    report = Report(facts, run_checks(facts, compat_mod.load()))
+    if opts.get("json"):
+        _emit_json(to_dict(report))
+    else:
+        from rich.console import Console
+
+        render_text(report, Console(highlight=False, soft_wrap=True))
+    return report.exit_code
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    ctx: typer.Context,
+    python: Optional[str] = typer.Option(None, "--python", help="Interpreter of the environment to diagnose."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="Root folder of the environment to diagnose."),
+    root: Optional[str] = typer.Option(None, "--root", help="Treat DIR as / (a mounted image, a test tree)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (schema fixdnn.report/1)."),
+    facts_file: Optional[str] = typer.Option(None, "--facts", help="Diagnose a facts file saved with 'fixdnn facts'."),
+) -> None:
+    """Diagnose the environment (the active venv / conda env, or --python / --prefix)."""
+    ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "facts_file": facts_file}
+    if ctx.invoked_subcommand is None:
+        raise typer.Exit(diagnose(ctx.obj))
+
+
+@app.command()
+def facts(ctx: typer.Context) -> None:
+    """Print the gathered facts as JSON (diagnose them again anywhere with --facts FILE)."""
+    from fixdnn.facts import dumps
+
+    sys.stdout.write(dumps(_gather(_options(ctx))) + "\n")
+
+
+@app.command()
+def symptoms(ctx: typer.Context) -> None:
+    """List every symptom fixdnn knows: code, name, severity, title."""
+    from fixdnn.symptoms.registry import load_all
+
+    checks = sorted(load_all().values(), key=lambda c: c.code)
+    if _options(ctx).get("json"):
+        _emit_json({"schema": "fixdnn.symptoms/1",
+                    "symptoms": [{"code": c.code, "name": c.name, "severity": c.severity, "title": c.title}
+                                 for c in checks]})
+        return
+    for c in checks:
+        sys.stdout.write(f"{c.code}  {c.name:<32} {c.severity:<8} {c.title}\n")
+
+
+def run(argv: list[str]) -> int:
+    """Run the app and turn every failure into one line and an exit code."""
+    from fixdnn.compat import RulesError
+    from fixdnn.target import TargetError
+
+    try:
+        app(args=argv, prog_name="fixdnn", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (UsageError, TargetError, RulesError) as exc:
+        sys.stderr.write(f"fixdnn: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("fixdnn: interrupted\n")
+        return 130
+    except Exception as exc:  # click's own usage errors, and our bugs: one line, never a traceback
+        from typer._click.exceptions import ClickException  # type: ignore[import-not-found]
+
+        if isinstance(exc, ClickException):
+            sys.stderr.write(f"fixdnn: {exc.format_message()}\n")
+            return 2
+        sys.stderr.write(f"fixdnn: internal error: {exc.__class__.__name__}: {exc} "
+                         "(please report it with 'fixdnn facts' output)\n")
+        return 2
+    return 0

@@ -1,0 +1,206 @@
+"""The compatibility tables of ``rules/compat/``: what each framework release needs.
+
+Knowledge lives in the TOML files, not here; this module only loads them, checks their shape, and
+answers lookups. A malformed table is a :class:`RulesError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class RulesError(Exception):
+    """A rule or table file is malformed: one line with file, line and what was expected."""
+
+
+def rules_dir() -> Path:
+    """The shipped rules: ``fixdnn/rules`` inside a wheel, the top-level ``rules/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "rules", here.parent / "rules"):
+        if candidate.is_dir():
+            return candidate
+    raise RulesError(f"no rules directory next to {here}; reinstall fixdnn")
+
+
+def line_of(text: str, key: str) -> int:
+    """Best-effort line number of ``key`` in a TOML text (1 when not found)."""
+    m = re.search(rf"^\s*\"?{re.escape(key)}\"?\s*=|^\s*\[\[?{re.escape(key)}[\].]", text, re.M)
+    return text.count("\n", 0, m.start()) + 1 if m else 1
+
+
+def load_toml(path: Path) -> tuple[dict, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{path}: {exc}") from None
+
+
+def _ver(path: Path, text: str, key: str, value: object) -> Version:
+    try:
+        return Version(str(value))
+    except InvalidVersion:
+        raise RulesError(f"{path}:{line_of(text, key)}: {key} = {value!r} is not a version") from None
+
+
+def _need(path: Path, text: str, row: dict, key: str, kind: type) -> object:
+    if key not in row:
+        raise RulesError(f"{path}:{line_of(text, key)}: missing key {key!r}")
+    value = row[key]
+    if not isinstance(value, kind):
+        raise RulesError(f"{path}:{line_of(text, key)}: {key} must be a {kind.__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class TfBuild:
+    version: Version  # major.minor
+    cudnn: Version
+    cuda: Version
+    and_cuda: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TorchWheel:
+    version: Version
+    cuda: Version
+    cudnn_pin: str
+
+
+@dataclass(frozen=True)
+class JaxMinimum:
+    since: Version
+    cuda_major: int
+    cudnn: Version
+
+
+@dataclass(frozen=True)
+class Compat:
+    tf_distributions: tuple[str, ...]
+    tf_builds: tuple[TfBuild, ...]
+    torch_wheels: tuple[TorchWheel, ...]
+    jax_plugins: tuple[str, ...]
+    jax_minimums: tuple[JaxMinimum, ...]
+    driver_floor: dict[int, str]
+    cudnn_sets: dict[int, tuple[tuple[str, ...], tuple[str, ...]]]  # major -> (required, optional)
+    cuda_libs: dict[int, dict[str, int]]  # CUDA major -> family -> soname major
+    wheels: dict[str, str]
+    unsuffixed_since: int
+    keep_suffix: tuple[str, ...]
+
+    def tf_build(self, version: str) -> TfBuild | None:
+        try:
+            v = Version(version)
+        except InvalidVersion:
+            return None
+        for build in self.tf_builds:
+            if (v.major, v.minor) == (build.version.major, build.version.minor):
+                return build
+        return None
+
+    def torch_wheel(self, version: str) -> TorchWheel | None:
+        try:
+            v = Version(version)
+        except InvalidVersion:
+            return None
+        for wheel in self.torch_wheels:
+            if (v.major, v.minor) == (wheel.version.major, wheel.version.minor):
+                return wheel
+        return None
+
+    def jax_minimum(self, plugin_version: str, cuda_major: int) -> JaxMinimum | None:
+        try:
+            v = Version(plugin_version)
+        except InvalidVersion:
+            return None
+        rows = [m for m in self.jax_minimums if m.since <= v and m.cuda_major <= cuda_major]
+        return max(rows, key=lambda m: (m.since, m.cuda_major), default=None)
+
+    def wheel_for(self, family: str, cuda_major: int) -> str:
+        base = family if family in self.wheels else "cudnn"
+        name = self.wheels[base].format(major=cuda_major)
+        if cuda_major >= self.unsuffixed_since and base not in self.keep_suffix:
+            name = name.rsplit("-cu", 1)[0]
+        return name
+
+
+def load(directory: Path | None = None) -> Compat:
+    return _load(str(directory or rules_dir() / "compat"))
+
+
+@lru_cache(maxsize=4)
+def _load(directory: str) -> Compat:
+    base = Path(directory)
+    tf_path = base / "tensorflow.toml"
+    tf, tf_text = load_toml(tf_path)
+    tf_builds = tuple(
+        TfBuild(
+            version=_ver(tf_path, tf_text, "version", _need(tf_path, tf_text, row, "version", str)),
+            cudnn=_ver(tf_path, tf_text, "cudnn", _need(tf_path, tf_text, row, "cudnn", str)),
+            cuda=_ver(tf_path, tf_text, "cuda", _need(tf_path, tf_text, row, "cuda", str)),
+            and_cuda=dict(row.get("and_cuda", {})),
+        )
+        for row in _need(tf_path, tf_text, tf, "build", list)
+    )
+    torch_path = base / "torch.toml"
+    torch, torch_text = load_toml(torch_path)
+    torch_wheels = tuple(
+        TorchWheel(
+            version=_ver(torch_path, torch_text, "version", _need(torch_path, torch_text, row, "version", str)),
+            cuda=_ver(torch_path, torch_text, "cuda", _need(torch_path, torch_text, row, "cuda", str)),
+            cudnn_pin=str(_need(torch_path, torch_text, row, "cudnn_pin", str)),
+        )
+        for row in _need(torch_path, torch_text, torch, "wheel", list)
+    )
+    jax_path = base / "jax.toml"
+    jax, jax_text = load_toml(jax_path)
+    jax_minimums = tuple(
+        JaxMinimum(
+            since=_ver(jax_path, jax_text, "since", _need(jax_path, jax_text, row, "since", str)),
+            cuda_major=int(_need(jax_path, jax_text, row, "cuda_major", int)),
+            cudnn=_ver(jax_path, jax_text, "cudnn", _need(jax_path, jax_text, row, "cudnn", str)),
+        )
+        for row in _need(jax_path, jax_text, jax, "minimum", list)
+    )
+    drv_path = base / "driver.toml"
+    drv, drv_text = load_toml(drv_path)
+    floor = {
+        int(_need(drv_path, drv_text, row, "cuda_major", int)): str(_need(drv_path, drv_text, row, "driver", str))
+        for row in _need(drv_path, drv_text, drv, "floor", list)
+    }
+    lib_path = base / "libraries.toml"
+    libs, lib_text = load_toml(lib_path)
+    cudnn_sets = {
+        int(major): (tuple(spec.get("required", ())), tuple(spec.get("optional", ())))
+        for major, spec in _need(lib_path, lib_text, libs, "cudnn", dict).items()
+    }
+    cuda_libs = {int(m): dict(spec) for m, spec in _need(lib_path, lib_text, libs, "cuda", dict).items()}
+    wheels = dict(_need(lib_path, lib_text, libs, "wheels", dict))
+    unsuffixed = int(wheels.pop("unsuffixed_since", 99))
+    return Compat(
+        tf_distributions=tuple(tf.get("distributions", ("tensorflow",))),
+        tf_builds=tf_builds,
+        torch_wheels=torch_wheels,
+        jax_plugins=tuple(jax.get("plugins", ())),
+        jax_minimums=jax_minimums,
+        driver_floor=floor,
+        cudnn_sets=cudnn_sets,
+        cuda_libs=cuda_libs,
+        wheels=wheels,
+        unsuffixed_since=unsuffixed,
+        keep_suffix=tuple(libs.get("wheels_keep_suffix", {}).get("families", ("cudnn",))),
+    )

@@ -1,0 +1,73 @@
+"""gather(host, spec) -> Facts: every read-only probe, in one place, in dependency order."""
+
+from __future__ import annotations
+
+import json
+
+from fixdnn.compat import Compat
+from fixdnn.facts.model import FACTS_SCHEMA, Facts, Unknown
+
+# Environment variables that change what a DNN process loads or how it behaves (compat.md §7).
+_ENV_NAMES = {
+    "LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_HOME", "CUDA_PATH", "CUDNN_PATH", "CONDA_PREFIX", "VIRTUAL_ENV",
+    "PYTHONPATH", "PYTHONNOUSERSITE", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_MODULE_LOADING",
+    "OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES",
+}
+_ENV_PREFIXES = ("KMP_", "MKL_", "TF_", "XLA_", "JAX_", "PYTORCH_", "TORCH_", "CUDNN_", "ONEDNN_", "DNNL_", "MKLDNN_")
+
+
+def relevant_env(environ) -> dict[str, str]:
+    return {k: v for k, v in sorted(environ.items()) if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
+
+
+def gather(host, spec, compat: Compat | None = None) -> Facts:
+    from fixdnn import compat as compat_mod
+    from fixdnn.facts import distributions, driver, frameworks, libraries, loads
+    from fixdnn.target import discover
+
+    compat = compat or compat_mod.load()
+    target, unknowns = discover(host, spec)
+    search = tuple(dict.fromkeys(target.sys_path + target.site_dirs))
+    dists, more = distributions.gather(host, search)
+    unknowns += more
+    fws, more = frameworks.gather(host, dists, compat)
+    unknowns += more
+    env = loads.loader_env(host, target)
+    requires = {d.name: d.requires for d in dists}
+    outcomes = loads.gather(host, target, fws, requires, env, compat)
+    resolved = tuple((o.path, "resolved by the loader model") for o in outcomes if o.path)
+    copies, more = libraries.gather(host, target, dists, env.ld_cache, resolved)
+    unknowns += more
+    return Facts(
+        target=target,
+        distributions=dists,
+        frameworks=fws,
+        libraries=copies,
+        loads=outcomes,
+        driver=driver.gather(host),
+        env=relevant_env(host.environ),
+        unknowns=tuple(unknowns),
+    )
+
+
+def dumps(facts: Facts) -> str:
+    from fixdnn.serial import to_json
+
+    return json.dumps(to_json(facts), indent=2, sort_keys=False)
+
+
+def loads_json(text: str, origin: str = "facts file") -> Facts:
+    """Read a saved facts file; raises ValueError with one line saying what is wrong."""
+    from fixdnn.serial import from_json
+
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{origin}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != FACTS_SCHEMA:
+        raise ValueError(f"{origin}: not a fixdnn facts file (expected schema {FACTS_SCHEMA!r})")
+    try:
+        return from_json(Facts, data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{origin}: {exc}") from None
+

@@ -1,0 +1,138 @@
+"""The facts about a target environment: frozen, JSON round-trippable values, gathered read-only.
+
+A fact that could not be read is an :class:`Unknown` with its reason, never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fixdnn.loader import Resolution
+
+FACTS_SCHEMA = "fixdnn.facts/1"
+
+
+@dataclass(frozen=True)
+class Unknown:
+    what: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the target interpreter says about itself (or what its files say, without one)."""
+
+    python: str | None
+    python_version: str | None
+    prefix: str | None
+    base_prefix: str | None
+    kind: str  # venv | conda | system | files
+    platform: str | None = None
+    machine: str | None = None
+    site_dirs: tuple[str, ...] = ()
+    user_site: str | None = None
+    user_site_enabled: bool = False
+    sys_path: tuple[str, ...] = ()  # absolute, in import order ('' already turned into the cwd)
+    sys_path_origins: tuple[str, ...] = ()  # why each entry is there: cwd | pythonpath | user-site | site | stdlib | pth
+    cwd: str = "/"
+    has_pip: bool | None = None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str  # canonical (PEP 503) name
+    display_name: str
+    version: str
+    location: str  # the site directory holding it
+    metadata_dir: str  # the .dist-info / .egg-info directory
+    requires: tuple[str, ...] = ()
+    installer: str | None = None
+    record: str | None = None  # path of RECORD, when there is one
+
+
+@dataclass(frozen=True)
+class Need:
+    """One library family a framework needs, and where that knowledge comes from."""
+
+    library: str  # cudnn | cudart | cublas | cublasLt | nvrtc
+    major: int
+    minimum: str | None  # lowest acceptable version with that major ("9.3"); None = any of that major
+    pin: str | None = None  # the exact pin the framework declares ("nvidia-cudnn-cu13==9.24.0.43")
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str  # torch | tensorflow | jax | onnxruntime | cupy
+    distribution: str
+    version: str
+    gpu_build: bool
+    cuda: str | None = None  # CUDA version it was built with ("13.0")
+    needs: tuple[Need, ...] = ()
+    loaded_by: str | None = None  # the object whose loader context finds cuDNN
+    load_kind: str = "needed"  # needed | dlopen | python-preload
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LibraryCopy:
+    family: str  # cudnn, cudnn_graph, cudnn_cnn, ..., cudart, cublas, cublasLt, nvrtc, cuda
+    path: str  # the file as found (often a symlink name such as libcudnn.so.9)
+    realpath: str
+    soname: str | None
+    version: str | None  # "9.24.0"
+    version_source: str | None
+    owner: str | None  # "pip:nvidia-cudnn-cu13 9.24.0.43", "conda:cudnn 9.1.0", or None
+    found_in: tuple[str, ...] = ()  # every place that reaches it: "sys.path[2]", "LD_LIBRARY_PATH[0]", ...
+    error: str | None = None  # e.g. a truncated ELF file
+
+
+@dataclass(frozen=True)
+class Driver:
+    version: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """Which copy of one library a framework would really load, and the chain of reasons."""
+
+    framework: str
+    library: str  # family
+    soname: str
+    path: str | None
+    resolution: Resolution
+    preload: tuple[str, ...] = ()  # torch/JAX style Python-side preload steps that came first
+
+
+@dataclass(frozen=True)
+class Facts:
+    target: TargetInfo
+    distributions: tuple[Distribution, ...] = ()
+    frameworks: tuple[Framework, ...] = ()
+    libraries: tuple[LibraryCopy, ...] = ()
+    loads: tuple[LoadOutcome, ...] = ()
+    driver: Driver | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    unknowns: tuple[Unknown, ...] = ()
+    schema: str = FACTS_SCHEMA
+
+    def distribution(self, name: str) -> Distribution | None:
+        for dist in self.distributions:
+            if dist.name == name:
+                return dist
+        return None
+
+    def copies(self, family: str) -> tuple[LibraryCopy, ...]:
+        return tuple(c for c in self.libraries if c.family == family)
+
+    def copy_at(self, path: str | None) -> LibraryCopy | None:
+        if path is None:
+            return None
+        for c in self.libraries:
+            if path in (c.path, c.realpath):
+                return c
+        return None
+
+    def loads_of(self, framework: str) -> tuple[LoadOutcome, ...]:
+        return tuple(o for o in self.loads if o.framework == framework)

@@ -1,0 +1,259 @@
+"""cuDNN symptoms: missing, wrong version, off its pin, shadowed, incomplete, unreachable, colliding wheels.
+
+Compatibility rule shared by TensorFlow/XLA, JAX and PyTorch: the runtime cuDNN must have the same major
+as the build and a minor >= the build's; the patch level is ignored (compat.md §0.4).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from packaging.version import InvalidVersion, Version
+
+from fixdnn.facts.model import Facts, Framework, LibraryCopy, LoadOutcome, Need
+from fixdnn.symptoms.registry import check
+
+
+def version_tuple(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return Version(text).release
+    except InvalidVersion:
+        return None
+
+
+def satisfies(copy_version: str | None, need: Need) -> bool | None:
+    """True/False when the copy's version is known well enough to judge, None otherwise."""
+    have = version_tuple(copy_version)
+    if have is None:
+        return None
+    if have[0] != need.major:
+        return False
+    want = version_tuple(need.minimum)
+    if want is None or len(want) < 2:
+        return True
+    if len(have) < 2:
+        return None  # only the major is known
+    return have[:2] >= want[:2]
+
+
+def cudnn_needs(facts: Facts) -> list[tuple[Framework, Need, LoadOutcome | None]]:
+    out = []
+    for fw in facts.frameworks:
+        if not fw.gpu_build:
+            continue
+        for need in fw.needs:
+            if need.library == "cudnn":
+                outcome = next((o for o in facts.loads_of(fw.name) if o.library == "cudnn"), None)
+                out.append((fw, need, outcome))
+    return out
+
+
+def chain_of(outcome: LoadOutcome | None) -> tuple[str, ...]:
+    if outcome is None:
+        return ()
+    return tuple(outcome.preload) + tuple(outcome.resolution.explain())
+
+
+def _need_text(need: Need) -> str:
+    return f"cuDNN {need.minimum}+ (major {need.major})" if need.minimum else f"cuDNN {need.major}.x"
+
+
+def _usable_copies(facts: Facts, need: Need) -> list[LibraryCopy]:
+    return [c for c in facts.copies("cudnn") if c.error is None and satisfies(c.version, need) is not False
+            and (version_tuple(c.version) or (0,))[0] == need.major]
+
+
+def _copy_evidence(c: LibraryCopy | None) -> dict | None:
+    if c is None:
+        return None
+    return {"path": c.path, "realpath": c.realpath, "version": c.version, "owner": c.owner, "found_in": list(c.found_in)}
+
+
+@check("FDN101", "cudnn-missing", "error", "A framework needs cuDNN and no copy is reachable")
+def cudnn_missing(facts: Facts, compat):
+    """The framework was built against cuDNN N, and no file ``libcudnn.so.N`` can be found anywhere the
+    framework's loader looks, nor anywhere else on disk. TensorFlow then reports "DNN library is not found",
+    PyTorch ``libcudnn.so.9: cannot open shared object file``, JAX "Unable to load cuDNN"."""
+    for fw, need, outcome in cudnn_needs(facts):
+        if outcome is not None and outcome.path is not None:
+            copy = facts.copy_at(outcome.path)
+            if copy is None or copy.error is None:
+                continue
+            yield cudnn_missing.spec.make(
+                f"{fw.name} {fw.version} would load {outcome.path}, which is not a usable library ({copy.error})",
+                {"framework": fw.name, "needs": {"major": need.major, "minimum": need.minimum, "pin": need.pin},
+                 "soname": outcome.soname, "broken_copy": _copy_evidence(copy)},
+                chain=chain_of(outcome), hint="reinstall the cuDNN wheel the framework pins")
+            continue
+        if _usable_copies(facts, need):
+            continue  # cudnn-not-on-search-path says it better
+        others = [c for c in facts.copies("cudnn") if c.error is None]
+        yield cudnn_missing.spec.make(
+            f"{fw.name} {fw.version} needs {_need_text(need)} and no copy of libcudnn.so.{need.major} is reachable",
+            {"framework": fw.name, "needs": {"major": need.major, "minimum": need.minimum, "pin": need.pin},
+             "soname": f"libcudnn.so.{need.major}", "other_copies": [_copy_evidence(c) for c in others]},
+            chain=chain_of(outcome),
+            hint=f"install {need.pin}" if need.pin else f"install cuDNN {need.major} ({_need_text(need)})")
+
+
+@check("FDN102", "cudnn-version-mismatch", "error", "The cuDNN that would load is too old or of another major")
+def cudnn_version_mismatch(facts: Facts, compat):
+    """The copy of cuDNN the framework would really load has another major version than the framework was
+    built with, or a lower minor. TensorFlow/JAX say "Loaded runtime CuDNN library: X but source was compiled
+    with: Y", PyTorch "cuDNN version incompatibility"."""
+    for fw, need, outcome in cudnn_needs(facts):
+        if outcome is None or outcome.path is None:
+            continue
+        copy = facts.copy_at(outcome.path)
+        if copy is None or copy.error is not None or satisfies(copy.version, need) is not False:
+            continue
+        yield cudnn_version_mismatch.spec.make(
+            f"{fw.name} {fw.version} needs {_need_text(need)} but would load cuDNN {copy.version} from {copy.path}",
+            {"framework": fw.name, "needs": {"major": need.major, "minimum": need.minimum, "pin": need.pin},
+             "loaded": _copy_evidence(copy), "usable_copies": [_copy_evidence(c) for c in _usable_copies(facts, need)]},
+            chain=chain_of(outcome) + (f"{copy.path}: cuDNN {copy.version} ({copy.version_source})",),
+            hint=f"install {need.pin}" if need.pin else f"make a cuDNN {_need_text(need)} the first one found")
+
+
+@check("FDN103", "cudnn-pin-mismatch", "warning", "The installed cuDNN wheel differs from the framework's exact pin")
+def cudnn_pin_mismatch(facts: Facts, compat):
+    """The framework declares an exact cuDNN wheel (``nvidia-cudnn-cu13==9.24.0.43``) and another version of
+    that wheel is installed. It may work, but it is not the combination the framework was tested with."""
+    for fw, need, _ in cudnn_needs(facts):
+        if not need.pin or "==" not in need.pin:
+            continue
+        name, pinned = need.pin.split("==", 1)
+        dist = facts.distribution(name)
+        if dist is None or dist.version == pinned:
+            continue
+        yield cudnn_pin_mismatch.spec.make(
+            f"{fw.name} {fw.version} pins {need.pin} but {name} {dist.version} is installed",
+            {"framework": fw.name, "distribution": name, "pinned": pinned, "installed": dist.version,
+             "location": dist.location},
+            chain=(f"{need.source}: {need.pin}", f"{dist.metadata_dir}: version {dist.version}"),
+            hint=f"pip install {need.pin}")
+
+
+def _pinned_copy(facts: Facts, need: Need) -> LibraryCopy | None:
+    """The cuDNN shim owned by the wheel the framework depends on, if it is installed."""
+    names = []
+    if need.pin:
+        names.append(need.pin.split("==", 1)[0])
+    names += [d.name for d in facts.distributions if d.name.startswith("nvidia-cudnn-cu")]
+    for name in names:
+        dist = facts.distribution(name)
+        if dist is None:
+            continue
+        for c in facts.copies("cudnn"):
+            if c.owner and c.owner.split(" ")[0] == f"pip:{name}" and version_tuple(c.version) and \
+                    version_tuple(c.version)[0] == need.major:
+                return c
+    return None
+
+
+def _place_of(outcome: LoadOutcome) -> str:
+    if outcome.preload and outcome.resolution.source == "already-loaded":
+        return outcome.preload[0]
+    step = next((s for s in outcome.resolution.chain if s.outcome == "found"), None)
+    return f"{step.source} {step.directory or ''}".strip() if step else (outcome.resolution.source or "?")
+
+
+@check("FDN104", "cudnn-shadowed", "warning", "Another cuDNN copy is picked instead of the one the framework pins")
+def cudnn_shadowed(facts: Facts, compat):
+    """The framework's own cuDNN wheel is installed, but a different copy comes first: from LD_LIBRARY_PATH,
+    LD_PRELOAD, the current directory, PYTHONPATH or the user site (torch preloads from the first sys.path
+    entry holding ``nvidia/cudnn/lib``)."""
+    for fw, need, outcome in cudnn_needs(facts):
+        if outcome is None or outcome.path is None:
+            continue
+        pinned = _pinned_copy(facts, need)
+        loaded = facts.copy_at(outcome.path)
+        if pinned is None or loaded is None or loaded.realpath == pinned.realpath:
+            continue
+        yield cudnn_shadowed.spec.make(
+            f"{fw.name} would load {loaded.path} (cuDNN {loaded.version}, via {_place_of(outcome)}) "
+            f"instead of {pinned.path} from {pinned.owner.removeprefix('pip:') if pinned.owner else 'its wheel'}",
+            {"framework": fw.name, "loaded": _copy_evidence(loaded), "expected": _copy_evidence(pinned),
+             "via": _place_of(outcome), "shadowing_dir": loaded.path.rsplit("/", 1)[0],
+             "expected_dir": pinned.path.rsplit("/", 1)[0]},
+            chain=chain_of(outcome),
+            hint=f"remove {loaded.path.rsplit('/', 1)[0]} from the search path that reaches it")
+
+
+@check("FDN105", "cudnn-incomplete", "error", "cuDNN sub-libraries are missing or of mixed versions")
+def cudnn_incomplete(facts: Facts, compat):
+    """``libcudnn.so.N`` is only a shim: it ``dlopen()``s its sub-libraries (``libcudnn_graph``,
+    ``libcudnn_cnn``, ...) lazily. A missing one aborts the process at first use ("Invalid handle. Cannot
+    load symbol cudnnGetVersion", "Unable to load any of {libcudnn_cnn.so.9...}"); mixed versions make
+    ``cudnnGetVersion`` report the graph library's version, not the shim's."""
+    for fw, need, outcome in cudnn_needs(facts):
+        if outcome is None or outcome.path is None:
+            continue
+        shim = facts.copy_at(outcome.path)
+        required, _optional = compat.cudnn_sets.get(need.major, ((), ()))
+        subs = [o for o in facts.loads_of(fw.name) if o.library.startswith("cudnn_")]
+        missing = [o.soname for o in subs if o.path is None and o.library in required]
+        versions: dict[str, list[str]] = defaultdict(list)
+        for o in subs:
+            copy = facts.copy_at(o.path)
+            if copy is not None and copy.version:
+                versions[copy.version].append(o.soname)
+        if shim is not None and shim.version:
+            versions[shim.version].append(outcome.soname)
+        full = {v: names for v, names in versions.items() if (version_tuple(v) and len(version_tuple(v)) >= 2)}
+        mixed = len(full) > 1
+        if not missing and not mixed:
+            continue
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if mixed:
+            parts.append("mixed versions " + ", ".join(sorted(full)))
+        yield cudnn_incomplete.spec.make(
+            f"the cuDNN at {outcome.path.rsplit('/', 1)[0]} is incomplete: " + "; ".join(parts),
+            {"framework": fw.name, "shim": outcome.path, "missing": missing,
+             "versions": {v: sorted(n) for v, n in full.items()}},
+            chain=tuple(f"{o.soname}: {o.path or 'not found'}" for o in subs),
+            hint=f"reinstall the whole cuDNN {need.major} (e.g. {need.pin})" if need.pin
+            else f"reinstall the whole cuDNN {need.major}, every sub-library from one release")
+
+
+@check("FDN106", "cudnn-not-on-search-path", "error", "A usable cuDNN exists on disk but no search path reaches it")
+def cudnn_not_on_search_path(facts: Facts, compat):
+    """A copy of cuDNN that would satisfy the framework is on disk (a tarball in ``/opt``, a CUDA toolkit
+    directory, another environment), but neither the framework's RPATH/RUNPATH, nor ``LD_LIBRARY_PATH``, nor
+    the loader cache reaches it."""
+    for fw, need, outcome in cudnn_needs(facts):
+        if outcome is not None and outcome.path is not None:
+            continue
+        usable = _usable_copies(facts, need)
+        if not usable:
+            continue
+        best = usable[0]
+        yield cudnn_not_on_search_path.spec.make(
+            f"{fw.name} {fw.version} cannot find libcudnn.so.{need.major}, but a usable copy is at {best.path}",
+            {"framework": fw.name, "needs": {"major": need.major, "minimum": need.minimum, "pin": need.pin},
+             "usable_copies": [_copy_evidence(c) for c in usable], "directory": best.path.rsplit("/", 1)[0]},
+            chain=chain_of(outcome) + tuple(f"on disk: {c.path} (cuDNN {c.version}, {', '.join(c.found_in)})" for c in usable),
+            hint=f"add {best.path.rsplit('/', 1)[0]} to the environment's library path, or install {need.pin or 'the pinned wheel'}")
+
+
+@check("FDN107", "cudnn-wheel-collision", "warning", "cuDNN wheels for two CUDA majors share nvidia/cudnn/lib")
+def cudnn_wheel_collision(facts: Facts, compat):
+    """``nvidia-cudnn-cu12`` and ``nvidia-cudnn-cu13`` both install into ``nvidia/cudnn/lib``: whichever was
+    installed last overwrote the other's files, and uninstalling either removes files the other needs."""
+    by_location: dict[str, list] = defaultdict(list)
+    for d in facts.distributions:
+        if d.name.startswith("nvidia-cudnn-cu"):
+            by_location[d.location].append(d)
+    for location, dists in by_location.items():
+        if len(dists) < 2:
+            continue
+        names = sorted(f"{d.name} {d.version}" for d in dists)
+        yield cudnn_wheel_collision.spec.make(
+            f"{' and '.join(names)} share {location}/nvidia/cudnn/lib",
+            {"location": location, "distributions": [{"name": d.name, "version": d.version} for d in dists]},
+            chain=tuple(f"{d.metadata_dir}" for d in dists),
+            hint="keep only the cuDNN wheel of the CUDA major your frameworks use")

@@ -1,0 +1,165 @@
+"""Which environment is being diagnosed, and what its interpreter says about itself.
+
+fixdnn usually runs from its own install and inspects *another* interpreter, so nothing here reads
+fixdnn's own ``sys``: a stdlib-only probe runs in the target. Without a usable interpreter (a mounted
+image, a broken venv) the facts come from the files alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+
+from fixdnn.facts.model import TargetInfo, Unknown
+from fixdnn.host import Host, HostError
+
+
+class TargetError(Exception):
+    """The target cannot be found at all (a usage error: exit 2)."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    python: str | None = None
+    prefix: str | None = None
+
+
+def _probe_source() -> str:
+    return resources.files("fixdnn").joinpath("_probe.py").read_text(encoding="utf-8")
+
+
+def _python_in(host: Host, prefix: str) -> str | None:
+    for name in ("bin/python", "bin/python3"):
+        candidate = prefix.rstrip("/") + "/" + name
+        if host.exists(candidate):
+            return candidate
+    return None
+
+
+def _kind_of(host: Host, prefix: str | None) -> str:
+    if prefix is None:
+        return "files"
+    if host.exists(prefix.rstrip("/") + "/conda-meta"):
+        return "conda"
+    if host.exists(prefix.rstrip("/") + "/pyvenv.cfg"):
+        return "venv"
+    return "system"
+
+
+def choose(host: Host, spec: TargetSpec) -> tuple[str | None, str | None]:
+    """(interpreter, prefix) for the spec; the interpreter may be None (files only)."""
+    if spec.python:
+        python = spec.python
+        if "/" not in python:
+            found = shutil.which(python, path=host.env("PATH", os.defpath))
+            if found is None:
+                raise TargetError(f"--python {python}: not found on PATH; give the interpreter's full path")
+            python = found
+        if not host.exists(python):
+            raise TargetError(f"--python {python}: no such file; give the path of the target's interpreter")
+        return python, spec.prefix
+    if spec.prefix:
+        if not host.is_dir(spec.prefix):
+            raise TargetError(f"--prefix {spec.prefix}: not a directory; give the environment's root folder")
+        return (_python_in(host, spec.prefix) if host.root is None else None), spec.prefix
+    if host.root is not None:
+        return None, None
+    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = host.env(var)
+        if prefix and host.is_dir(prefix):
+            return _python_in(host, prefix), prefix
+    found = shutil.which("python3", path=host.env("PATH", os.defpath))
+    if found is None:
+        raise TargetError("no active environment and no python3 on PATH; use --python PATH or --prefix DIR")
+    return found, None
+
+
+def probe(host: Host, python: str, timeout: float = 30) -> tuple[dict | None, str | None]:
+    """Run the probe in the target; (data, None) or (None, reason)."""
+    result = host.run([python, "-c", _probe_source()], timeout=timeout)
+    if result.timed_out:
+        return None, f"{python} did not answer within {timeout:.0f} s"
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
+        return None, f"{python} failed: {last}"
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        return None, f"{python} printed something that is not the probe's JSON"
+    if not isinstance(data, dict):
+        return None, f"{python} printed something that is not the probe's JSON"
+    return data, None
+
+
+def _site_dirs_from_files(host: Host, prefix: str) -> list[str]:
+    dirs = []
+    for lib in ("lib", "lib64", "local/lib"):
+        base = prefix.rstrip("/") + "/" + lib
+        try:
+            names = host.listdir(base)
+        except HostError:
+            continue
+        for name in names:
+            if name.startswith("python3"):
+                for leaf in ("site-packages", "dist-packages"):
+                    candidate = f"{base}/{name}/{leaf}"
+                    if host.is_dir(candidate) and candidate not in dirs:
+                        dirs.append(candidate)
+    return dirs
+
+
+def _from_files(host: Host, prefix: str | None, python: str | None, why: str | None) -> tuple[TargetInfo, list[Unknown]]:
+    unknowns = []
+    if why:
+        unknowns.append(Unknown("target interpreter", why))
+    prefixes = [prefix] if prefix else ["/usr", "/usr/local", "/opt/conda"]
+    site_dirs: list[str] = []
+    for p in prefixes:
+        site_dirs += [d for d in _site_dirs_from_files(host, p) if d not in site_dirs]
+    version = None
+    if site_dirs:
+        leaf = site_dirs[0].rstrip("/").split("/")[-2]  # python3.11
+        version = leaf.removeprefix("python") or None
+    info = TargetInfo(
+        python=python,
+        python_version=version,
+        prefix=prefix,
+        base_prefix=None,
+        kind=_kind_of(host, prefix),
+        site_dirs=tuple(site_dirs),
+        sys_path=tuple(site_dirs),
+        sys_path_origins=tuple("site" for _ in site_dirs),
+        cwd=host.env("PWD") or "/",
+        has_pip=any(host.exists(d + "/pip") for d in site_dirs) if site_dirs else None,
+    )
+    return info, unknowns
+
+
+def discover(host: Host, spec: TargetSpec) -> tuple[TargetInfo, list[Unknown]]:
+    python, prefix = choose(host, spec)
+    if python is None:
+        return _from_files(host, prefix, None, None if host.root else "no interpreter in the prefix")
+    data, why = probe(host, python)
+    if data is None:
+        return _from_files(host, prefix, python, why)
+    prefix = prefix or data.get("prefix")
+    info = TargetInfo(
+        python=data.get("python") or python,
+        python_version=data.get("python_version"),
+        prefix=prefix,
+        base_prefix=data.get("base_prefix"),
+        kind=_kind_of(host, prefix) if prefix != data.get("base_prefix") or host.exists(f"{prefix}/conda-meta") else "system",
+        platform=data.get("platform"),
+        machine=data.get("machine"),
+        site_dirs=tuple(data.get("site_dirs") or ()),
+        user_site=data.get("user_site"),
+        user_site_enabled=bool(data.get("user_site_enabled")),
+        sys_path=tuple(data.get("sys_path") or ()),
+        sys_path_origins=tuple(data.get("sys_path_origins") or ()),
+        cwd=data.get("cwd") or "/",
+        has_pip=data.get("has_pip"),
+    )
+    return info, []
