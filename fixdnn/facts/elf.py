@@ -1,0 +1,161 @@
+"""ELF dynamic-section facts (SONAME, DT_NEEDED, DT_RPATH, DT_RUNPATH) read through a Host.
+
+Files are streamed through ``host.open_binary``: pyelftools seeks to the headers and the dynamic section
+only, so a 500 MB ``libtorch_cuda.so`` costs a few milliseconds. A file that cannot be read or parsed is a
+fact with ``error`` set, never an exception.
+"""
+
+from __future__ import annotations
+
+import functools
+import stat as stat_mod
+from dataclasses import dataclass, replace
+
+from fixdnn.host import Host, HostError
+
+DF_1_NODEFLIB = 0x800  # <elf.h>: "Ignore default lib search path" (ld -z nodeflib)
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    path: str  # as given by the caller (the loader's l_name), not resolved
+    soname: str | None = None
+    needed: tuple[str, ...] = ()
+    rpath: tuple[str, ...] = ()  # DT_RPATH split on ':' (raw, $ORIGIN not expanded)
+    runpath: tuple[str, ...] = ()
+    elf_class: int = 0  # 32 or 64; 0 when unknown
+    machine: str = ""  # e_machine as pyelftools names it, e.g. "EM_X86_64"
+    error: str | None = None
+    nodeflib: bool = False  # DF_1_NODEFLIB: the loader skips cache entries and default dirs
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _split_path_list(value: str) -> tuple[str, ...]:
+    # Empty elements are kept: the loader reads an empty element as "./" (the current directory).
+    return tuple(value.split(":"))
+
+
+def _dynamic_tags(elf):
+    """The .dynamic tags; falls back to the PT_DYNAMIC segment when section headers are stripped."""
+    section = None
+    try:
+        if elf.num_sections():
+            section = elf.get_section_by_name(".dynamic")
+    except Exception:  # noqa: BLE001 - corrupt section headers: the segment is what the loader uses anyway
+        section = None
+    if section is not None and section.header["sh_type"] == "SHT_DYNAMIC":
+        return list(section.iter_tags())
+    for segment in elf.iter_segments():
+        if segment.header["p_type"] == "PT_DYNAMIC":
+            return list(segment.iter_tags())
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+
+
+def _parse(fh) -> ElfInfo:
+    from elftools.elf.elffile import ELFFile  # imported lazily: keeps CLI start-up cheap
+
+    head = fh.read(4)
+    if head != b"\x7fELF":
+        return ElfInfo(path="", error="not an ELF file" if head else "empty file")
+    fh.seek(0)
+    try:
+        elf = ELFFile(fh)
+        elf_class = elf.elfclass
+        machine = elf["e_machine"]
+        tags = _dynamic_tags(elf)
+        if tags is None:
+            return ElfInfo(path="", elf_class=elf_class, machine=machine, error="no dynamic section (static object)")
+        soname, needed, rpath, runpath, flags_1 = None, [], (), (), 0
+        for tag in tags:
+            kind = tag.entry.d_tag
+            if kind == "DT_NEEDED":
+                needed.append(tag.needed)
+            elif kind == "DT_SONAME":
+                soname = tag.soname
+            elif kind == "DT_RPATH":
+                rpath = _split_path_list(tag.rpath)
+            elif kind == "DT_RUNPATH":
+                runpath = _split_path_list(tag.runpath)
+            elif kind == "DT_FLAGS_1":
+                flags_1 = tag.entry.d_val
+        return ElfInfo(
+            path="",
+            soname=soname,
+            needed=tuple(needed),
+            rpath=rpath,
+            runpath=runpath,
+            elf_class=elf_class,
+            machine=machine,
+            nodeflib=bool(flags_1 & DF_1_NODEFLIB),
+        )
+    except Exception as exc:  # noqa: BLE001 - pyelftools raises many types on truncated/garbage input
+        return ElfInfo(path="", error=f"malformed ELF ({_one_line(exc)})")
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_cached(on_disk: str, size: int, mtime_ns: int, ino: int) -> ElfInfo:
+    try:
+        with open(on_disk, "rb") as fh:
+            return _parse(fh)
+    except OSError as exc:
+        return ElfInfo(path="", error=exc.strerror or exc.__class__.__name__)
+
+
+def read_elf(host: Host, path: str) -> ElfInfo:
+    """Dynamic-section facts of ``path`` (a target path). Never raises."""
+    try:
+        st = host.stat(path)
+    except HostError as exc:
+        try:
+            host.lstat(path)
+            reason = f"broken symlink ({exc.reason})"
+        except HostError:
+            reason = exc.reason
+        return ElfInfo(path=path, error=reason)
+    if stat_mod.S_ISDIR(st.st_mode):
+        return ElfInfo(path=path, error="is a directory")
+    if not stat_mod.S_ISREG(st.st_mode):
+        return ElfInfo(path=path, error="not a regular file")
+    # Open through the host first so permission errors are reported even when the parse is cached.
+    try:
+        host.open_binary(path).close()
+    except HostError as exc:
+        return ElfInfo(path=path, error=exc.reason)
+    on_disk = str(host.real(host.realpath(path))) if host.root is not None else path
+    info = _parse_cached(on_disk, st.st_size, st.st_mtime_ns, st.st_ino)
+    return replace(info, path=path)
+
+
+def exports_symbol(host: Host, path: str, name: str) -> bool | None:
+    """Whether ``path`` defines the dynamic symbol ``name``; None when that cannot be told.
+
+    Uses the .gnu.hash lookup (one bucket walk) instead of building a name map of every dynamic
+    symbol, which costs half a second on libtorch_cuda.so (deps.md §5). Falls back to SysV .hash.
+    """
+    try:
+        fh = host.open_binary(path)
+    except HostError:
+        return None
+    with fh:
+        try:
+            from elftools.elf.elffile import ELFFile
+
+            if fh.read(4) != b"\x7fELF":
+                return None
+            fh.seek(0)
+            elf = ELFFile(fh)
+            table = elf.get_section_by_name(".gnu.hash") or elf.get_section_by_name(".hash")
+            if table is None:
+                return None
+            sym = table.get_symbol(name)
+            return sym is not None and sym["st_shndx"] != "SHN_UNDEF"
+        except Exception:  # noqa: BLE001 - a damaged file: unknown, not an error
+            return None
