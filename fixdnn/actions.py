@@ -1,0 +1,74 @@
+"""Plan actions: inert values until the transaction executes them. Each can describe itself exactly.
+
+Environment actions (``env-set``, ``env-unset``, ``path-prepend``, ``path-remove``) are persisted through the
+environment's activation scripts (``fixdnn.shell``); pip actions run the *target's* installer with exact pins.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+KINDS = ("pip-install", "pip-uninstall", "env-set", "env-unset", "path-prepend", "path-remove", "write-file", "manual")
+ENV_KINDS = ("env-set", "env-unset", "path-prepend", "path-remove")
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    fixes: tuple[str, ...] = ()  # symptom names this action is meant to remove
+    reason: str = ""  # why this remedy (and why it was preferred)
+    remedy: str = ""  # the id of the rule that produced it
+    packages: tuple[str, ...] = ()  # pip-install: exact pins "name==1.2.3"; pip-uninstall: names
+    pip_args: tuple[str, ...] = ()  # extra installer arguments (--only-binary=:all:, --require-hashes ...)
+    name: str | None = None  # environment variable
+    value: str | None = None  # env-set value, or the directory of a path-* action
+    path: str | None = None  # write-file target
+    content: str | None = None  # write-file content
+    text: str | None = None  # manual: exactly what to do, in words
+    available: bool | None = None  # pip steps: checked against the index (None = not checked)
+    check: str = ""  # how availability was checked, or why it is unavailable
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown action kind {self.kind!r} (expected one of {', '.join(KINDS)})")
+
+    def key(self) -> tuple:
+        """Identity for de-duplication: the same change, whoever asked for it."""
+        return (self.kind, self.packages, self.name, self.value, self.path, self.content, self.text)
+
+    def command(self, python: str | None = None) -> str | None:
+        py = shlex.quote(python or "python")
+        if self.kind == "pip-install":
+            return " ".join([py, "-m", "pip", "install", *map(shlex.quote, self.pip_args),
+                             *map(shlex.quote, self.packages)])
+        if self.kind == "pip-uninstall":
+            return " ".join([py, "-m", "pip", "uninstall", "-y", *map(shlex.quote, self.packages)])
+        return None
+
+    def describe(self, python: str | None = None) -> str:
+        """One exact line: the command, the variable change, the file written, or the manual step."""
+        if self.kind in ("pip-install", "pip-uninstall"):
+            return self.command(python) or ""
+        if self.kind == "env-set":
+            return f"set {self.name}={shlex.quote(self.value or '')} in the environment's activation scripts"
+        if self.kind == "env-unset":
+            return f"unset {self.name} in the environment's activation scripts"
+        if self.kind == "path-prepend":
+            return f"prepend {shlex.quote(self.value or '')} to {self.name} in the environment's activation scripts"
+        if self.kind == "path-remove":
+            return f"remove {shlex.quote(self.value or '')} from {self.name} in the environment's activation scripts"
+        if self.kind == "write-file":
+            return f"write {shlex.quote(self.path or '')}"
+        return f"manual: {self.text}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    notes: tuple[str, ...] = ()  # alternatives offered, conflicts, remedies rejected and why
+    unfixed: tuple[str, ...] = ()  # symptom names no remedy applies to
+
+    @property
+    def runnable(self) -> bool:
+        return all(a.available is not False for a in self.actions)
