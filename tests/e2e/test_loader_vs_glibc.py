@@ -326,6 +326,19 @@ def ld_library_path_beats_cache(t):
     return Layout(root, ("libz.so.1",), llp=str(t / "llp"))
 
 
+def nodeflib_skips_cache_and_default_dirs(t):
+    # ld -z nodefaultlib sets DF_1_NODEFLIB: libz.so.1 (in the cache, in /lib/...) is then not found.
+    root = _lib(t, "app/libroot.so", needed=["libz.so.1"], link_args=["-Wl,-z,nodefaultlib"])
+    return Layout(root, ("libz.so.1",), fail={"libz.so.1": "libz.so.1: cannot open shared object file"})
+
+
+def nodeflib_keeps_runpath(t):
+    _lib(t, "deps/libfdA.so.1")
+    root = _lib(t, "app/libroot.so", needed=["libfdA.so.1"], runpath="$ORIGIN/../deps",
+                link_args=["-Wl,-z,nodefaultlib"])
+    return Layout(root, ("libfdA.so.1",))
+
+
 def default_dirs_without_cache_entry(t):
     host = Host()
     keys = {e.soname for e in read_ld_cache(host).entries}
@@ -358,7 +371,7 @@ LAYOUTS = [
     dlopen_from_library_rpath_beats_llp, dlopen_sub_library_via_shim_rpath, platform_and_lib_tokens,
     glibc_hwcaps_subdir_preferred, legacy_platform_subdir_preferred,
     executable_rpath_searched_last, system_cache_entry, ld_library_path_beats_cache,
-    default_dirs_without_cache_entry,
+    default_dirs_without_cache_entry, nodeflib_skips_cache_and_default_dirs, nodeflib_keeps_runpath,
 ]
 
 
