@@ -18,7 +18,7 @@ import pytest
 POSIX = ("bash", "zsh", "dash")
 ALL = (*POSIX, "fish")
 # Variables the shells or the harness change on their own.
-NOISE = {"_", "PWD", "OLDPWD", "SHLVL", "T", "VENV", "A", "B", "ZDOTDIR", "fish_greeting"}
+NOISE = {"_", "PWD", "OLDPWD", "SHLVL", "T", "VENV", "A", "B", "ZDOTDIR", "fish_greeting", "LOGNAME", "USER"}  # zsh/fish export these
 # A venv path the stock CPython templates can handle (they put the path in double quotes), and the
 # full hostile path for which the tests re-quote the template's VIRTUAL_ENV line (see hostile_venv).
 STOCK_HOSTILE = "we ird 'q' \n ünï🚒中 venv"
