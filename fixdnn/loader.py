@@ -91,7 +91,8 @@ class Resolution:
         lines = [head]
         for step in self.chain:
             where = f" → {step.directory}" if step.directory is not None else ""
-            lines.append(f"  {step.detail}{where}: {step.outcome}")
+            outcome = f"found {self.soname}" if step.outcome == "found" and step.source != "already-loaded" else step.outcome
+            lines.append(f"  {step.detail}{where}: {outcome}")
         return lines
 
 
@@ -344,7 +345,7 @@ class _Search:
                     self.add(source, shown, "found", f"{label}; same file as the already loaded {loaded_name}")
                     self.result = (loaded_path, "already-loaded")
                     return outcome
-            self.add(source, shown, "found", f"{label}: {self.name}")
+            self.add(source, shown, "found", label)
             self.result = (check, source)
         else:
             self.add(source, shown, outcome, f"{label}" + (f"; {reason}" if reason else ""))
