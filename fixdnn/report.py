@@ -88,7 +88,7 @@ def render_text(report: Report, console) -> None:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("framework")
         table.add_column("needs")
-        table.add_column("resolved copy")
+        table.add_column("resolved copy", overflow="fold")
         for fw in gpu:
             entry = _framework_entry(facts, fw)
             cudnn = entry["cudnn"]

@@ -57,11 +57,12 @@ def _cudnn_from_requires(dist: Distribution, extra: str | None = None) -> Need |
             if pins:
                 version = pins[0].version
                 return Need("cudnn", Version(version).major, _mm(version), f"{canonical(req.name)}=={version}",
-                            f"{dist.display_name} {dist.version} Requires-Dist")
+                            f"{dist.display_name} {dist.version} Requires-Dist", canonical(req.name))
             if lows:
                 version = lows[0].version
                 return Need("cudnn", Version(version).major, _mm(version), None,
-                            f"{dist.display_name} {dist.version} Requires-Dist {req.name}{req.specifier}")
+                            f"{dist.display_name} {dist.version} Requires-Dist {req.name}{req.specifier}",
+                            canonical(req.name))
         except InvalidVersion:
             continue
     return None
@@ -86,15 +87,19 @@ def _assignments(text: str) -> dict[str, object]:
     except (SyntaxError, ValueError):
         return out
     for node in tree.body:
+        # torch/version.py uses annotated assignments: ``cuda: Optional[str] = '13.0'``
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            target = node.targets[0].id
-            value = node.value
-            if isinstance(value, ast.Call) and value.args:  # build_info = OrderedDict([...])
-                value = value.args[0]
-            try:
-                out[target] = ast.literal_eval(value)
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                continue
+            target, value = node.targets[0].id, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            target, value = node.target.id, node.value
+        else:
+            continue
+        if isinstance(value, ast.Call) and value.args:  # build_info = OrderedDict([...])
+            value = value.args[0]
+        try:
+            out[target] = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
     return out
 
 
@@ -128,7 +133,7 @@ def _torch(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, l
             if wheel is not None and wheel.cuda.major == Version(cuda).major:
                 pin_version = wheel.cudnn_pin.split("==", 1)[1]
                 cudnn = Need("cudnn", Version(pin_version).major, _mm(pin_version), wheel.cudnn_pin,
-                             f"compat table torch {wheel.version}")
+                             f"compat table torch {wheel.version}", wheel.cudnn_pin.split("==", 1)[0])
         if cudnn is not None:
             needs.append(cudnn)
         needs.extend(_cuda_needs(cuda, compat, f"torch/version.py cuda = {cuda!r}"))
@@ -173,7 +178,8 @@ def _tensorflow(host: Host, dist: Distribution, compat: Compat) -> tuple[Framewo
             pass
         if build is not None and (major is None or build.cudnn.major == major):
             needs.append(Need("cudnn", build.cudnn.major, f"{build.cudnn.major}.{build.cudnn.minor}",
-                              pin.pin if pin else None, f"compat table tensorflow {build.version}"))
+                              pin.pin if pin else None, f"compat table tensorflow {build.version}",
+                              pin.wheel if pin else None))
         elif major is not None:
             needs.append(Need("cudnn", major, None, pin.pin if pin else None, "build_info.py cudnn_version"))
             notes.append(f"TensorFlow {dist.version} is not in the compat tables: minimum cuDNN minor unknown")

@@ -59,6 +59,7 @@ class Need:
     minimum: str | None  # lowest acceptable version with that major ("9.3"); None = any of that major
     pin: str | None = None  # the exact pin the framework declares ("nvidia-cudnn-cu13==9.24.0.43")
     source: str = ""
+    wheel: str | None = None  # the distribution it asks for, pinned or not ("nvidia-cudnn-cu12")
 
 
 @dataclass(frozen=True)

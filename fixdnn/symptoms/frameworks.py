@@ -23,12 +23,10 @@ def framework_pins_conflict(facts: Facts, compat):
         reason = None
         if na.major != nb.major:
             reason = f"cuDNN {na.major} vs cuDNN {nb.major}"
-        elif na.pin and nb.pin and "==" in na.pin and "==" in nb.pin:
-            (wa, va), (wb, vb) = na.pin.split("==", 1), nb.pin.split("==", 1)
-            if wa != wb:
-                reason = f"{na.pin} vs {nb.pin} (both install into nvidia/cudnn/lib)"
-            elif va != vb:
-                reason = f"{na.pin} vs {nb.pin}"
+        elif na.wheel and nb.wheel and na.wheel != nb.wheel:
+            reason = f"{na.pin or na.wheel} vs {nb.pin or nb.wheel} (both install into nvidia/cudnn/lib)"
+        elif na.pin and nb.pin and na.pin != nb.pin:
+            reason = f"{na.pin} vs {nb.pin}"
         if reason is None:
             continue
         yield framework_pins_conflict.spec.make(

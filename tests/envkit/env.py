@@ -132,7 +132,8 @@ class EnvBuilder:
         (self.site / "torch").mkdir(parents=True, exist_ok=True)
         (self.site / "torch/__init__.py").write_text("raise ImportError('fixdnn test stub: never import')\n")
         (self.site / "torch/version.py").write_text(
-            f"__version__ = {version!r}\ndebug = False\ncuda = {cuda!r}\ngit_version = 'stub'\n")
+            "from typing import Optional\n\n"  # the real file uses annotated assignments
+            f"__version__ = {version!r}\ndebug = False\ncuda: Optional[str] = {cuda!r}\ngit_version = 'stub'\n")
         files = ["torch/__init__.py", "torch/version.py"]
         if cuda:
             rpath = "$ORIGIN/../../nvidia/cudnn/lib:$ORIGIN/../../nvidia/cu13/lib:$ORIGIN" if major == "13" else \
