@@ -55,7 +55,8 @@ def _gather(opts: dict):
             return loads_json(text, facts_file)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")))
+    return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
+                  verify_all=bool(opts.get("verify_all")))
 
 
 def _emit_json(data: dict) -> None:
@@ -88,9 +89,12 @@ def main(
     root: Optional[str] = typer.Option(None, "--root", help="Treat DIR as / (a mounted image, a test tree)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (schema fixdnn.report/1)."),
     facts_file: Optional[str] = typer.Option(None, "--facts", help="Diagnose a facts file saved with 'fixdnn facts'."),
+    verify_all: bool = typer.Option(False, "--verify-all",
+                                    help="Verify every installed package's files against its record, not only DNN ones."),
 ) -> None:
     """Diagnose the environment (the active venv / conda env, or --python / --prefix)."""
-    ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "facts_file": facts_file}
+    ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "facts_file": facts_file,
+               "verify_all": verify_all}
     if ctx.invoked_subcommand is None:
         raise typer.Exit(diagnose(ctx.obj))
 
@@ -124,7 +128,8 @@ def run(argv: list[str]) -> int:
     from fixdnn.target import TargetError
 
     try:
-        app(args=argv, prog_name="fixdnn", standalone_mode=False)
+        # Outside standalone mode click returns (not raises) the code of a typer.Exit.
+        code = app(args=argv, prog_name="fixdnn", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except (UsageError, TargetError, RulesError) as exc:
@@ -142,4 +147,4 @@ def run(argv: list[str]) -> int:
         sys.stderr.write(f"fixdnn: internal error: {exc.__class__.__name__}: {exc} "
                          "(please report it with 'fixdnn facts' output)\n")
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
