@@ -15,6 +15,8 @@ from fixdnn.shell.install import install, kind
 
 from .conftest import FULL_HOSTILE, Run, Shell, base_env, make_venv, require_shell
 
+pytestmark = pytest.mark.shell
+
 OPS_1 = (EnvOp("path-prepend", "LD_LIBRARY_PATH", "/c1/lib"), EnvOp("set", "EMPTY_ONE", "c1 'x' $y"))
 OPS_2 = (EnvOp("path-prepend", "LD_LIBRARY_PATH", "/c2/lib"), EnvOp("set", "EMPTY_ONE", "c2"),
          EnvOp("set", "ONLY_TWO", "2"))

@@ -100,6 +100,7 @@ def shells() -> list[Shell]:
     return [Shell(name, require_shell(name)) for name in ALL]
 
 
+@pytest.mark.shell
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(TEXT, min_size=1, max_size=30), dirs=st.lists(DIRS, min_size=1, max_size=6),
        start=TEXT)

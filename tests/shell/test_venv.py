@@ -12,6 +12,8 @@ from fixdnn.shell.install import install, planned_writes, uninstall
 
 from .conftest import FULL_HOSTILE, HOSTILE_VALUE, STOCK_HOSTILE, Run, base_env, make_venv
 
+pytestmark = pytest.mark.shell
+
 OPS_A = (
     EnvOp("path-prepend", "LD_LIBRARY_PATH", "/opt/cudnn 9/lib 'x' $y", reason="cuDNN 9 from the wheel",
           fixes="cudnn-not-found"),
