@@ -20,7 +20,7 @@ def relevant_env(environ) -> dict[str, str]:
     return {k: v for k, v in sorted(environ.items()) if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
 
 
-def gather(host, spec, compat: Compat | None = None) -> Facts:
+def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False) -> Facts:
     from fixdnn import compat as compat_mod
     from fixdnn.facts import distributions, driver, frameworks, libraries, loads
     from fixdnn.target import discover
@@ -38,6 +38,10 @@ def gather(host, spec, compat: Compat | None = None) -> Facts:
     resolved = tuple((o.path, "resolved by the loader model") for o in outcomes if o.path)
     copies, more = libraries.gather(host, target, dists, env.ld_cache, resolved)
     unknowns += more
+    from fixdnn.facts import integrity
+
+    checks, more = integrity.gather(host, target, dists, verify_all=verify_all)
+    unknowns += more
     return Facts(
         target=target,
         distributions=dists,
@@ -47,6 +51,7 @@ def gather(host, spec, compat: Compat | None = None) -> Facts:
         driver=driver.gather(host),
         env=relevant_env(host.environ),
         unknowns=tuple(unknowns),
+        integrity=checks,
     )
 
 

@@ -107,6 +107,31 @@ class LoadOutcome:
 
 
 @dataclass(frozen=True)
+class BadFile:
+    """One file of an installed package that differs from what its installer recorded."""
+
+    path: str  # as recorded (RECORD row, conda ``_path``)
+    problem: str  # missing | size | sha256 (or the recorded algorithm) | unreadable
+    expected: str | None = None  # "1234 bytes", "sha256=<as recorded>"
+    actual: str | None = None  # same format; the reason when unreadable; None when missing
+    link: str | None = None  # a symlink now sits there, pointing to this (target path)
+
+
+@dataclass(frozen=True)
+class InstallCheck:
+    """One installed package's files verified against its own record (fixdnn.facts.integrity)."""
+
+    distribution: str  # canonical pip name, or the conda package name
+    version: str
+    source: str  # pip | conda
+    record: str  # the RECORD / conda-meta JSON that was read
+    checked: int = 0  # files compared
+    skipped: int = 0  # entries with nothing to compare (no hash, links, refused paths)
+    bad: tuple[BadFile, ...] = ()  # capped; bad_count is the full number
+    bad_count: int = 0
+
+
+@dataclass(frozen=True)
 class Facts:
     target: TargetInfo
     distributions: tuple[Distribution, ...] = ()
@@ -117,6 +142,7 @@ class Facts:
     env: dict[str, str] = field(default_factory=dict)
     unknowns: tuple[Unknown, ...] = ()
     schema: str = FACTS_SCHEMA
+    integrity: tuple[InstallCheck, ...] = ()  # packages verified file by file (install-corrupted)
 
     def distribution(self, name: str) -> Distribution | None:
         for dist in self.distributions:

@@ -1,0 +1,498 @@
+"""Installed packages verified file by file against their own records (symptom install-corrupted).
+
+pip records every installed file in ``<dist-info>/RECORD`` (path, ``sha256=<urlsafe-b64>``, size); conda
+in ``conda-meta/<name>-<version>-<build>.json`` (``paths_data.paths[]``: ``_path``, ``sha256``,
+``size_in_bytes``). A file that is missing, has another size or another hash was damaged after install: an
+interrupted download or copy, a full disk, a hand edit, or a "fix" that symlinked one library onto another.
+
+Which packages are checked is data (``rules/compat/integrity.toml``); ``verify_all`` checks every one.
+
+Speed: sizes are compared first (a size mismatch needs no hash); the rest are hashed in a thread pool
+(hashlib releases the GIL on large buffers) in 1 MiB chunks, largest first; digests are cached in fixdnn's
+state directory per environment, keyed by (path, size, mtime_ns, inode, ctime_ns), so a file that changed in
+any way is hashed again and an unchanged one never. All reads go through :class:`~fixdnn.host.Host`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import stat as stat_mod
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from fixdnn.facts.model import BadFile, Distribution, InstallCheck, TargetInfo, Unknown
+from fixdnn.host import Host, HostError
+
+CHUNK = 1 << 20
+BAD_CAP = 100  # bad files kept per package in the facts (bad_count has the full number)
+CACHE_NAME = "integrity-cache.json"
+CACHE_SCHEMA = "fixdnn.integrity-cache/1"
+_RECORD_LIMIT = 64 << 20
+_CONDA_LIMIT = 64 << 20
+# Digests weaker than sha256 prove nothing against a hand edit; PEP 376 RECORDs never use them in practice.
+_ALGORITHMS = {"sha224", "sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"}
+_SITE_TAIL = re.compile(r"/lib(?:64)?/(?:python[^/]+|pypy[^/]*)/(?:site|dist)-packages$")
+
+# Instrumentation: the number of files actually read and hashed since import (tests compare it, no timing).
+HASH_CALLS = 0
+_counter_lock = threading.Lock()
+
+
+# -- which packages ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Patterns:
+    pip: tuple[str, ...]
+    conda: tuple[str, ...]
+
+
+@lru_cache(maxsize=4)
+def load_patterns(path: str | None = None) -> Patterns:
+    """The package-name globs of ``rules/compat/integrity.toml``; RulesError (file:line) when malformed."""
+    from fixdnn.compat import RulesError, line_of, load_toml, rules_dir
+
+    file = Path(path) if path else rules_dir() / "compat" / "integrity.toml"
+    data, text = load_toml(file)
+    out = {}
+    for section in ("pip", "conda"):
+        table = data.get(section)
+        if not isinstance(table, dict):
+            raise RulesError(f"{file}:{line_of(text, section)}: missing table [{section}]")
+        pats = table.get("patterns")
+        if not isinstance(pats, list) or not all(isinstance(p, str) and p for p in pats):
+            raise RulesError(f"{file}:{line_of(text, 'patterns')}: [{section}] patterns must be a list of names/globs")
+        out[section] = tuple(p.lower() for p in pats)
+    return Patterns(**out)
+
+
+def relevant(name: str, patterns: tuple[str, ...]) -> bool:
+    name = re.sub(r"[-_.]+", "-", name).lower()
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+# -- what is expected ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Entry:
+    recorded: str  # as written in the record
+    path: str  # absolute target path
+    algorithm: str | None  # None: no hash to compare
+    digest: bytes | None
+    size: int | None
+    style: str  # "record" (urlsafe b64, algo=) | "hex"
+
+
+@dataclass
+class Package:
+    name: str
+    version: str
+    source: str
+    record: str
+    entries: list[Entry] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _inside(path: str, bases: tuple[str, ...]) -> bool:
+    return any(path == b or path.startswith(b.rstrip("/") + "/") for b in bases)
+
+
+def _bases(location: str, target: TargetInfo) -> tuple[str, ...]:
+    """Where a distribution's files may legitimately live: its site dir, the scheme root above it
+    (``<base>/lib/pythonX.Y/site-packages`` -> ``<base>``: intel-openmp puts ``../../../lib/libiomp5.so``
+    there), and the target prefix."""
+    loc = os.path.normpath(location)
+    bases = [loc]
+    m = _SITE_TAIL.search(loc)
+    if m:
+        bases.append(loc[: m.start()] or "/")
+    for p in (target.prefix, target.base_prefix if target.kind != "venv" else None):
+        if p:
+            bases.append(os.path.normpath(p))
+    return tuple(dict.fromkeys(bases))
+
+
+def _b64(digest: str) -> bytes:
+    return base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
+
+
+def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list[Entry], int, list[str], list[str]]:
+    """(entries, skipped, malformed line notes, refused paths) of a RECORD; never raises."""
+    entries: list[Entry] = []
+    skipped = 0
+    malformed: list[str] = []
+    refused: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = next(csv.reader([line]))
+        except (csv.Error, StopIteration) as exc:
+            malformed.append(f"line {number}: {exc or 'unreadable'}")
+            continue
+        if len(row) != 3 or not row[0]:
+            malformed.append(f"line {number}: expected 3 fields (path,hash,size), got {len(row)}")
+            continue
+        rel, hash_field, size_field = row
+        if not hash_field:
+            skipped += 1  # RECORD itself, .pyc compiled at install, INSTALLER written later
+            continue
+        algo, sep, value = hash_field.partition("=")
+        algo = algo.strip().lower()
+        if not sep or not value:
+            malformed.append(f"line {number}: hash {hash_field!r} is not ALGORITHM=DIGEST")
+            continue
+        if algo not in _ALGORITHMS:
+            malformed.append(f"line {number}: unsupported hash algorithm {algo!r}")
+            continue
+        try:
+            digest = _b64(value.strip())
+        except (binascii.Error, ValueError):
+            malformed.append(f"line {number}: digest {value!r} is not urlsafe base64")
+            continue
+        if len(digest) != hashlib.new(algo).digest_size:
+            malformed.append(f"line {number}: digest has {len(digest)} bytes, {algo} has {hashlib.new(algo).digest_size}")
+            continue
+        size: int | None = None
+        if size_field.strip():
+            try:
+                size = int(size_field)
+                if size < 0:
+                    raise ValueError
+            except ValueError:
+                malformed.append(f"line {number}: size {size_field!r} is not a number")
+                continue
+        full = os.path.normpath(rel if rel.startswith("/") else f"{location}/{rel}")
+        if not _inside(full, bases):
+            refused.append(rel)
+            skipped += 1
+            continue
+        entries.append(Entry(rel, full, algo, digest, size, "record"))
+    return entries, skipped, malformed, refused
+
+
+def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | None, unknowns: list[Unknown]) -> list[Package]:
+    out = []
+    for dist in dists:
+        if patterns is not None and not relevant(dist.name, patterns.pip):
+            continue
+        if not dist.record or not dist.record.endswith("/RECORD"):
+            continue  # egg-info installed-files.txt has no hashes
+        if (dist.installer or "").strip().lower() == "conda":
+            continue  # conda rewrote some files at link time; conda-meta is the record that holds
+        label = f"RECORD of {dist.display_name} {dist.version}"
+        try:
+            raw = host.read_bytes(dist.record, limit=_RECORD_LIMIT + 1)
+        except HostError as exc:
+            unknowns.append(Unknown(label, f"{dist.record}: {exc.reason}"))
+            continue
+        if len(raw) > _RECORD_LIMIT:
+            unknowns.append(Unknown(label, f"{dist.record}: larger than {_RECORD_LIMIT >> 20} MiB, not checked"))
+            continue
+        text = raw.decode("utf-8", errors="surrogateescape")
+        entries, skipped, malformed, refused = parse_record(text, dist.location, _bases(dist.location, target))
+        if malformed:
+            unknowns.append(Unknown(label, f"{dist.record}: malformed ({len(malformed)} line(s) not checked; "
+                                           f"first: {malformed[0]})"))
+        if refused:
+            unknowns.append(Unknown(label, f"{dist.record}: {len(refused)} path(s) outside the environment "
+                                           f"not checked (first: {refused[0]!r})"))
+        out.append(Package(dist.name, dist.version, "pip", dist.record, entries, skipped))
+    return out
+
+
+def _conda_packages(host: Host, target: TargetInfo, patterns: Patterns | None, unknowns: list[Unknown]) -> list[Package]:
+    prefix = target.prefix
+    if not prefix:
+        return []
+    prefix = os.path.normpath(prefix)
+    meta = f"{prefix.rstrip('/')}/conda-meta"
+    try:
+        names = host.listdir(meta)
+    except HostError:
+        return []
+    out = []
+    for fname in names:
+        if not fname.endswith(".json"):
+            continue
+        parts = fname[:-5].rsplit("-", 2)
+        if len(parts) != 3:
+            continue
+        if patterns is not None and not relevant(parts[0], patterns.conda):
+            continue
+        path = f"{meta}/{fname}"
+        label = f"conda record {fname}"
+        try:
+            raw = host.read_bytes(path, limit=_CONDA_LIMIT + 1)
+            if len(raw) > _CONDA_LIMIT:
+                raise ValueError(f"larger than {_CONDA_LIMIT >> 20} MiB")
+            rec = json.loads(raw)
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except HostError as exc:
+            unknowns.append(Unknown(label, f"{path}: {exc.reason}"))
+            continue
+        except ValueError as exc:
+            unknowns.append(Unknown(label, f"{path}: {exc}"))
+            continue
+        paths = (rec.get("paths_data") or {}).get("paths") if isinstance(rec.get("paths_data"), dict) else None
+        if not isinstance(paths, list):
+            continue  # old conda: no per-file hashes recorded, nothing to compare
+        pkg = Package(str(rec.get("name") or parts[0]), str(rec.get("version") or parts[1]), "conda", path)
+        malformed = 0
+        for item in paths:
+            if not isinstance(item, dict) or not isinstance(item.get("_path"), str):
+                malformed += 1
+                continue
+            if item.get("path_type", "hardlink") not in ("hardlink", None):
+                pkg.skipped += 1  # softlink / directory: nothing to hash
+                continue
+            rel = item["_path"]
+            digest_hex = item.get("sha256_in_prefix")
+            placeholder = "prefix_placeholder" in item
+            if digest_hex is None and not placeholder:
+                digest_hex = item.get("sha256")
+            size = item.get("size_in_bytes") if not placeholder else None
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                size = None
+            digest = None
+            if isinstance(digest_hex, str):
+                try:
+                    digest = bytes.fromhex(digest_hex)
+                except ValueError:
+                    digest = None
+                if digest is not None and len(digest) != 32:
+                    digest = None
+                if digest is None:
+                    malformed += 1
+                    continue
+            if digest is None and size is None:
+                pkg.skipped += 1  # rewritten at link time (prefix placeholder) or no data: nothing to compare
+                continue
+            full = os.path.normpath(f"{prefix}/{rel}")
+            if not _inside(full, (prefix,)):
+                pkg.skipped += 1
+                continue
+            pkg.entries.append(Entry(rel, full, "sha256" if digest else None, digest, size, "hex"))
+        if malformed:
+            unknowns.append(Unknown(label, f"{path}: {malformed} malformed paths_data entr(y/ies) not checked"))
+        out.append(pkg)
+    return out
+
+
+# -- the cache -----------------------------------------------------------------------------------------
+def _key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def load_cache(path: Path | None) -> dict[str, list]:
+    """path -> [size, mtime_ns, ino, ctime_ns, {algorithm: hex}]; a missing or corrupt file is empty."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict) or data.get("schema") != CACHE_SCHEMA or not isinstance(data.get("files"), dict):
+        return {}
+    out = {}
+    for name, value in data["files"].items():
+        if (isinstance(value, list) and len(value) == 5 and all(isinstance(v, int) for v in value[:4])
+                and isinstance(value[4], dict) and all(isinstance(v, str) for v in value[4].values())):
+            out[name] = value
+    return out
+
+
+def save_cache(path: Path, files: dict[str, list]) -> None:
+    from fixdnn.state import write_atomic
+
+    data = json.dumps({"schema": CACHE_SCHEMA, "files": files}, separators=(",", ":"), ensure_ascii=False)
+    write_atomic(path, data.encode("utf-8", "surrogateescape"))
+
+
+def _cache_path(host: Host, target: TargetInfo, create: bool) -> Path | None:
+    from fixdnn import state
+
+    key = target.prefix or "\n".join(target.site_dirs)
+    if not key:
+        return None
+    try:
+        return state.env_dir(key, host.root, environ=host.environ, create=create) / CACHE_NAME
+    except OSError:
+        return None
+
+
+# -- hashing -------------------------------------------------------------------------------------------
+def hash_file(host: Host, path: str, algorithm: str) -> tuple[bytes, os.stat_result, bool]:
+    """(digest, stat before reading, unchanged while reading). Streams 1 MiB at a time; raises HostError."""
+    global HASH_CALLS
+    with _counter_lock:
+        HASH_CALLS += 1
+    h = hashlib.new(algorithm)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with host.open_binary(path) as fh:
+        try:
+            before = os.fstat(fh.fileno())
+            if not stat_mod.S_ISREG(before.st_mode):
+                raise HostError(path, "not a regular file")
+            try:
+                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except (AttributeError, OSError):
+                pass
+            while True:
+                n = fh.readinto(buf)
+                if not n:
+                    break
+                h.update(view[:n])
+            after = os.fstat(fh.fileno())
+        except OSError as exc:
+            raise HostError(path, exc.strerror or exc.__class__.__name__) from None
+    return h.digest(), before, _key(before) == _key(after)
+
+
+def _workers() -> int:
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+def _fmt(style: str, algorithm: str, digest: bytes) -> str:
+    if style == "record":
+        return f"{algorithm}={base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+    return f"{algorithm}:{digest.hex()}"
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat_mod.S_ISDIR, "a directory"), (stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISSOCK, "a socket"),
+                       (stat_mod.S_ISCHR, "a character device"), (stat_mod.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def verify(host: Host, packages: list[Package], cache_file: Path | None,
+           save_to=None) -> tuple[InstallCheck, ...]:
+    """Compare every entry with the disk. ``save_to()`` returns the cache path to write (or None)."""
+    cache = load_cache(cache_file)
+    dirty = False
+    # path -> (stat, lstat-is-link target or None) or an error BadFile factory
+    observed: dict[str, tuple] = {}
+    wanted: dict[tuple[str, str], os.stat_result] = {}  # (path, algorithm) -> stat, to hash
+    digests: dict[tuple[str, str], bytes] = {}
+
+    def observe(path: str):
+        if path in observed:
+            return observed[path]
+        link = None
+        try:
+            if stat_mod.S_ISLNK(host.lstat(path).st_mode):
+                link = host.realpath(path)
+        except HostError:
+            pass
+        try:
+            st = host.stat(path)
+            result = ("ok", st, link)
+        except HostError as exc:
+            result = ("missing" if exc.reason == os.strerror(2) else "unreadable", exc.reason, link)
+        observed[path] = result
+        return result
+
+    for pkg in packages:
+        for e in pkg.entries:
+            status, st, _link = observe(e.path)
+            if status != "ok" or not stat_mod.S_ISREG(st.st_mode):
+                continue
+            if e.size is not None and st.st_size != e.size:
+                continue
+            if e.algorithm is None:
+                continue
+            hit = cache.get(e.path)
+            if hit is not None and hit[:4] == _key(st) and e.algorithm in hit[4]:
+                try:
+                    digests[(e.path, e.algorithm)] = bytes.fromhex(hit[4][e.algorithm])
+                    continue
+                except ValueError:
+                    pass
+            wanted[(e.path, e.algorithm)] = st
+
+    failures: dict[tuple[str, str], str] = {}
+    if wanted:
+        order = sorted(wanted, key=lambda k: -wanted[k].st_size)  # largest first: the pool ends together
+        with ThreadPoolExecutor(max_workers=min(_workers(), len(order))) as pool:
+            futures = {k: pool.submit(hash_file, host, k[0], k[1]) for k in order}
+            for k, fut in futures.items():
+                try:
+                    digest, before, stable = fut.result()
+                except HostError as exc:
+                    failures[k] = exc.reason
+                    continue
+                digests[k] = digest
+                if stable:
+                    old = cache.get(k[0])
+                    algos = dict(old[4]) if old is not None and old[:4] == _key(before) else {}
+                    algos[k[1]] = digest.hex()
+                    cache[k[0]] = _key(before) + [algos]
+                    dirty = True
+
+    results = []
+    for pkg in packages:
+        bad: list[BadFile] = []
+        checked = 0
+        for e in pkg.entries:
+            status, st, link = observed[e.path]
+            checked += 1
+            want_size = f"{e.size} bytes" if e.size is not None else None
+            if status == "missing":
+                bad.append(BadFile(e.recorded, "missing", want_size, None, link))
+                if cache.pop(e.path, None) is not None:
+                    dirty = True
+                continue
+            if status == "unreadable":
+                bad.append(BadFile(e.recorded, "unreadable", want_size, st, link))
+                continue
+            if not stat_mod.S_ISREG(st.st_mode):
+                bad.append(BadFile(e.recorded, "unreadable", want_size, _kind(st.st_mode), link))
+                continue
+            if e.size is not None and st.st_size != e.size:
+                bad.append(BadFile(e.recorded, "size", want_size, f"{st.st_size} bytes", link))
+                continue
+            if e.algorithm is None:
+                continue
+            k = (e.path, e.algorithm)
+            if k in failures:
+                bad.append(BadFile(e.recorded, "unreadable", want_size, failures[k], link))
+                continue
+            got = digests[k]
+            if got != e.digest:
+                bad.append(BadFile(e.recorded, e.algorithm, _fmt(e.style, e.algorithm, e.digest),
+                                   _fmt(e.style, e.algorithm, got), link))
+        results.append(InstallCheck(pkg.name, pkg.version, pkg.source, pkg.record, checked, pkg.skipped,
+                                    tuple(bad[:BAD_CAP]), len(bad)))
+    if dirty and save_to is not None:
+        target = save_to()
+        if target is not None:
+            try:
+                save_cache(target, cache)
+            except OSError:
+                pass  # a cache that cannot be written only costs time next run
+    return tuple(results)
+
+
+def gather(host: Host, target: TargetInfo, distributions: tuple[Distribution, ...], *, verify_all: bool = False,
+           patterns: Patterns | None = None) -> tuple[tuple[InstallCheck, ...], list[Unknown]]:
+    """Verify the DNN-relevant (or, with ``verify_all``, every) installed package of the target."""
+    unknowns: list[Unknown] = []
+    pats = None if verify_all else (patterns or load_patterns())
+    packages = _pip_packages(host, target, distributions, pats, unknowns)
+    packages += _conda_packages(host, target, pats, unknowns)
+    if not any(p.entries for p in packages):
+        return tuple(verify(host, packages, None)), unknowns
+    return verify(host, packages, _cache_path(host, target, create=False),
+                  save_to=lambda: _cache_path(host, target, create=True)), unknowns

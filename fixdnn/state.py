@@ -1,0 +1,77 @@
+"""fixdnn's own state directory: caches, journals and locks, kept per environment.
+
+Layout::
+
+    $XDG_STATE_HOME/fixdnn/            (an empty or relative XDG_STATE_HOME is ignored: ~/.local/state/fixdnn)
+        envs/<key>/                    one folder per target environment
+            target                     the text the key was made from (for people and `history`)
+            integrity-cache.json       (fixdnn.facts.integrity) file hashes
+            ...                        journals, locks: whoever needs per-environment state
+
+``<key>`` is the first 16 hex digits of sha256 over the environment's root (``--root``, or empty) and its
+prefix, so the same prefix seen inside two different mounted images gets two folders.
+
+The state directory belongs to the user running fixdnn, so it is found from the process environment:
+``os.environ`` by default; probes pass ``host.environ`` (the same thing outside tests, a private HOME in
+tests). Nothing here writes unless asked (``create=True``, :func:`write_atomic`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_STATE_HOME/fixdnn``, else ``~/.local/state/fixdnn`` (a relative XDG value is ignored too, as
+    the XDG spec asks)."""
+    env = os.environ if environ is None else environ
+    xdg = env.get("XDG_STATE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "fixdnn"
+    home = env.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".local" / "state" / "fixdnn"
+
+
+def env_key(prefix: str, root: str | os.PathLike | None = None) -> str:
+    """The stable folder name of one environment: 16 hex digits of sha256(root NUL prefix)."""
+    text = f"{os.fspath(root) if root is not None else ''}\0{prefix}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def env_dir(prefix: str, root: str | os.PathLike | None = None, *, environ: Mapping[str, str] | None = None,
+            create: bool = False) -> Path:
+    """The per-environment state folder for ``prefix`` (a target path; ``root`` as given to Host).
+
+    With ``create=True`` the folder is made (mode 0700) and a ``target`` file records what it is for;
+    raises OSError when that is impossible (callers that only cache should ignore it).
+    """
+    folder = state_dir(environ) / "envs" / env_key(prefix, root)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        marker = folder / "target"
+        if not marker.exists():
+            where = f"root={os.fspath(root)}\n" if root is not None else ""
+            write_atomic(marker, (where + f"prefix={prefix}\n").encode("utf-8", "surrogateescape"))
+    return folder
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and a rename, so a
+    reader sees the old content or the new one, never half of it. Raises OSError."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
