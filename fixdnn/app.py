@@ -122,6 +122,34 @@ def symptoms(ctx: typer.Context) -> None:
         sys.stdout.write(f"{c.code}  {c.name:<32} {c.severity:<8} {c.title}\n")
 
 
+@app.command("env")
+def env_command(ctx: typer.Context) -> None:
+    """Show what fixdnn's activation scripts change in the environment, and why."""
+    from fixdnn.shell.envfile import EnvFileError
+    from fixdnn.shell.install import describe
+    from fixdnn.target import TargetSpec, choose
+
+    opts = _options(ctx)
+    _python, prefix = choose(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")))
+    if prefix is None:
+        raise UsageError("no environment to show: activate one, or give --prefix DIR")
+    try:
+        ops = describe(prefix)
+    except EnvFileError as exc:
+        raise UsageError(str(exc)) from None
+    if opts.get("json"):
+        _emit_json({"schema": "fixdnn.env/1", "prefix": prefix, "operations": ops})
+        return
+    if not ops:
+        sys.stdout.write(f"fixdnn changes nothing in {prefix}\n")
+        return
+    for op in ops:
+        value = f" {op['value']}" if op["value"] is not None else ""
+        why = f"  # {op['reason']}" if op["reason"] else ""
+        fixes = f" (fixes {op['fixes']})" if op["fixes"] else ""
+        sys.stdout.write(f"{op['op']} {op['name']}{value}{why}{fixes}\n")
+
+
 def run(argv: list[str]) -> int:
     """Run the app and turn every failure into one line and an exit code."""
     from fixdnn.compat import RulesError

@@ -125,6 +125,9 @@ class EnvFile:
         version = data.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise EnvFileError(f"{source}: unsupported version {version!r} (expected {FORMAT_VERSION})")
+        stray = sorted(set(data) - {"version", "ops"})
+        if stray:  # a typo such as [[op]] must not silently mean "no changes"
+            raise EnvFileError(f"{source}: unknown key {stray[0]!r} (expected 'version' and [[ops]] tables)")
         raw_ops = data.get("ops", [])
         if not isinstance(raw_ops, list):
             raise EnvFileError(f"{source}: 'ops' must be an array of tables ([[ops]])")
