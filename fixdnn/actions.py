@@ -28,6 +28,8 @@ class Action:
     text: str | None = None  # manual: exactly what to do, in words
     available: bool | None = None  # pip steps: checked against the index (None = not checked)
     check: str = ""  # how availability was checked, or why it is unavailable
+    hashes: tuple[str, ...] = ()  # pip-install: "name==version sha256:<hex>" where the index gave one
+    installer: tuple[str, ...] = ()  # pip steps: the installer argv when not "<python> -m pip" (e.g. uv pip)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -39,6 +41,12 @@ class Action:
 
     def command(self, python: str | None = None) -> str | None:
         py = shlex.quote(python or "python")
+        if self.installer and self.kind in ("pip-install", "pip-uninstall"):
+            head = " ".join(map(shlex.quote, self.installer))
+            target = ["--python", py] if self.installer[-1:] == ("pip",) and "uv" in self.installer[0] else []
+            verb = ["install"] if self.kind == "pip-install" else ["uninstall"]
+            return " ".join([head, *verb, *target, *map(shlex.quote, self.pip_args if self.kind == "pip-install" else ()),
+                             *map(shlex.quote, self.packages)])
         if self.kind == "pip-install":
             return " ".join([py, "-m", "pip", "install", *map(shlex.quote, self.pip_args),
                              *map(shlex.quote, self.packages)])

@@ -1,0 +1,209 @@
+"""The planning context: what kind of environment, which installer works in it, how pip is configured.
+
+Built from the facts plus two read-only questions to the target (``<python> -m pip config list`` and, for
+a uv venv without pip, whether ``uv`` is on PATH). Index URLs come from the target's own pip
+configuration; no host name is ever written here.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from fixdnn.facts.model import Facts
+
+
+@dataclass(frozen=True)
+class PipConfig:
+    index_url: str | None = None  # None: pip's own default
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    constraints: tuple[str, ...] = ()
+    no_index: bool = False
+    cert: str | None = None
+    source: str = ""  # how it was read
+
+    def pip_args(self) -> tuple[str, ...]:
+        """Arguments that reproduce this configuration explicitly (shown in commands, never a default host)."""
+        out: list[str] = []
+        if self.no_index:
+            out.append("--no-index")
+        for link in self.find_links:
+            out += ["--find-links", link]
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class FrameworkInfo:
+    name: str
+    distribution: str
+    version: str
+    cuda: str | None = None
+    cudnn_pin: str | None = None  # exact "nvidia-cudnn-cu13==9.24.0.43", from Requires-Dist or the compat table
+    cudnn_major: int | None = None
+    cudnn_minimum: str | None = None
+    cudnn_wheel: str | None = None  # the wheel name for its CUDA major ("nvidia-cudnn-cu12")
+    extra: str | None = None  # the extra that pulls its CUDA wheels: "and-cuda" (TF), "with-cuda" (JAX)
+
+
+@dataclass(frozen=True)
+class Context:
+    python: str | None = None
+    prefix: str | None = None
+    env_kind: str = "venv"  # venv | conda | system | uv | files
+    installer: str = "pip"  # pip | uv | none
+    installer_argv: tuple[str, ...] = ()  # how to run it: (python, -m, pip) or (uv, pip)
+    offline: bool = False
+    pip: PipConfig = field(default_factory=PipConfig)
+    frameworks: dict[str, FrameworkInfo] = field(default_factory=dict)
+    pins: dict[str, str] = field(default_factory=dict)  # dist name -> exact version a framework declares
+    installed: dict[str, str] = field(default_factory=dict)  # dist name -> installed version
+    hashes: dict[str, str] = field(default_factory=dict)  # "name==version" -> sha256 (when known)
+
+    @property
+    def can_fetch(self) -> bool:
+        return self.installer != "none" and (not self.offline or bool(self.pip.find_links))
+
+    @property
+    def persistable(self) -> bool:
+        return self.env_kind in ("venv", "conda", "uv") and bool(self.prefix)
+
+    def namespace(self) -> dict:
+        """The ``ctx.*`` placeholders rules may use."""
+        return {"python": self.python or "python", "prefix": self.prefix or "", "env_kind": self.env_kind,
+                "installer": self.installer, "offline": self.offline}
+
+
+def parse_pip_config(text: str, source: str = "pip config list") -> PipConfig:
+    """``key='value'`` lines from ``pip config list``; precedence env > install > global (deps.md §6)."""
+    values: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        if "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip().strip("'\"")
+        section, _, name = key.strip().rpartition(".")
+        values.setdefault(name, {})[section] = str(value)
+
+    def pick(name: str) -> str | None:
+        got = values.get(name, {})
+        for section in (":env:", "install", "global"):
+            if section in got:
+                return got[section]
+        return next(iter(got.values()), None)
+
+    def many(name: str) -> tuple[str, ...]:
+        v = pick(name)
+        return tuple(x for x in (v or "").split() if x)
+
+    no_index = (pick("no-index") or "").lower() in ("1", "true", "yes", "on")
+    return PipConfig(pick("index-url"), many("extra-index-url"), many("find-links"), many("constraint"),
+                     no_index, pick("cert"), source)
+
+
+def read_pip_config(host, python: str | None, installer: str) -> PipConfig:
+    if python and installer == "pip":
+        res = host.run([python, "-m", "pip", "config", "list"], timeout=30,
+                       env={**dict(host.environ), "PYTHONDONTWRITEBYTECODE": "1"})
+        if res.returncode == 0:
+            return parse_pip_config(res.stdout, f"{python} -m pip config list")
+    # No pip in the target: the same variables pip itself would read.
+    env = host.environ
+    return PipConfig(env.get("PIP_INDEX_URL") or env.get("UV_INDEX_URL") or None,
+                     tuple((env.get("PIP_EXTRA_INDEX_URL") or "").split()),
+                     tuple((env.get("PIP_FIND_LINKS") or "").split()),
+                     tuple((env.get("PIP_CONSTRAINT") or "").split()),
+                     (env.get("PIP_NO_INDEX") or "").lower() in ("1", "true", "yes"),
+                     env.get("PIP_CERT"), "environment (no pip in the target)")
+
+
+def _is_uv_venv(host, prefix: str | None) -> bool:
+    if not prefix:
+        return False
+    try:
+        cfg = host.read_text(prefix.rstrip("/") + "/pyvenv.cfg", limit=16 << 10)
+    except Exception:
+        return False
+    return any(line.split("=")[0].strip() == "uv" for line in cfg.splitlines())
+
+
+def _exact_pins(facts: Facts) -> dict[str, str]:
+    """Every exact ``==`` pin the installed frameworks declare (marker-free or Linux), extras included."""
+    from fixdnn.facts.distributions import canonical
+
+    fw_dists = {fw.distribution for fw in facts.frameworks}
+    out: dict[str, str] = {}
+    for dist in facts.distributions:
+        if dist.name not in fw_dists:
+            continue
+        for line in dist.requires:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            pins = [s.version for s in req.specifier if s.operator == "=="]
+            if len(pins) == 1 and "*" not in pins[0]:
+                out.setdefault(canonical(req.name), pins[0])
+    return out
+
+
+def frameworks_info(facts: Facts, compat) -> dict[str, FrameworkInfo]:
+    out = {}
+    for fw in facts.frameworks:
+        need = next((n for n in fw.needs if n.library == "cudnn"), None)
+        pin = need.pin if need and need.pin and "==" in need.pin else None
+        cuda_major = None
+        try:
+            cuda_major = int(str(fw.cuda).split(".")[0]) if fw.cuda else None
+        except ValueError:
+            pass
+        wheel = compat.wheel_for("cudnn", cuda_major) if (compat is not None and cuda_major) else None
+        if pin:
+            wheel = pin.split("==", 1)[0]
+        extra = {"tensorflow": "and-cuda", "jax": "with-cuda"}.get(fw.name)
+        out[fw.name] = FrameworkInfo(fw.name, fw.distribution, fw.version, fw.cuda, pin,
+                                     need.major if need else None, need.minimum if need else None, wheel, extra)
+    return out
+
+
+def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Context:
+    """The context for planning. ``host`` is asked about pip config and uv; without it nothing is run."""
+    t = facts.target
+    kind = t.kind if t.kind in ("venv", "conda", "system", "files") else "system"
+    installer = "pip" if t.has_pip else "none"
+    argv: tuple[str, ...] = (t.python, "-m", "pip") if t.python and t.has_pip else ()
+    if host is not None and not t.has_pip and _is_uv_venv(host, t.prefix):
+        kind = "uv"
+        uv = shutil.which("uv", path=host.env("PATH", os.defpath))
+        if uv:
+            installer, argv = "uv", (uv, "pip")
+    pip = read_pip_config(host, t.python, installer) if host is not None else PipConfig()
+    return Context(
+        python=t.python, prefix=t.prefix, env_kind=kind, installer=installer, installer_argv=argv,
+        offline=offline, pip=pip, frameworks=frameworks_info(facts, compat), pins=_exact_pins(facts),
+        installed={d.name: d.version for d in facts.distributions},
+    )
+
+
+def from_dict(data: dict) -> Context:
+    """A context from a rule case's ``context = {...}`` table (defaults: an online venv with pip)."""
+    fws = {name: FrameworkInfo(name=name, distribution=v.get("distribution", name), version=v.get("version", "0"),
+                               **{k: v[k] for k in ("cuda", "cudnn_pin", "cudnn_major", "cudnn_minimum",
+                                                     "cudnn_wheel", "extra") if k in v})
+           for name, v in dict(data.get("frameworks", {})).items()}
+    pip = PipConfig(**dict(data.get("pip", {})))
+    python = data.get("python", "/env/bin/python")
+    installer = data.get("installer", "pip")
+    return Context(python=python, prefix=data.get("prefix", "/env"), env_kind=data.get("env_kind", "venv"),
+                   installer=installer,
+                   installer_argv=(python, "-m", "pip") if installer == "pip" else (("uv", "pip") if installer == "uv" else ()),
+                   offline=bool(data.get("offline", False)), pip=pip, frameworks=fws,
+                   pins=dict(data.get("pins", {})), installed=dict(data.get("installed", {})),
+                   hashes=dict(data.get("hashes", {})))

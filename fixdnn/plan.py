@@ -1,0 +1,328 @@
+"""symptoms + context + remedy rules -> Plan. Pure: no I/O, nothing printed, nothing run.
+
+For each symptom (errors first), the remedies for its name are tried in order of preference; the first
+whose ``when`` holds and whose templates render to valid actions is chosen, and its reason says which
+other remedies it was preferred over and why the earlier ones did not apply. A symptom no remedy fixes
+goes to ``Plan.unfixed``. The actions are then de-duplicated, conflicts resolved (the framework's own
+pin wins) and ordered: uninstall, install, path and variable changes, files, manual steps last.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import asdict, replace
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from fixdnn.actions import Action, Plan
+from fixdnn.context import Context
+from fixdnn.rules import Remedy, Rules, placeholders
+
+_ORDER = {"pip-uninstall": 0, "pip-install": 1, "path-remove": 2, "path-prepend": 3, "env-unset": 4,
+          "env-set": 5, "write-file": 6, "manual": 7}
+_SEVERITY = {"error": 0, "warning": 1, "info": 2}
+ONLY_BINARY = "--only-binary=:all:"
+
+
+class RenderError(ValueError):
+    """A template could not be filled for this symptom (a missing value, a non-exact pin ...)."""
+
+
+_MISSING = object()
+
+
+def _lookup(path: str, scope: dict) -> Any:
+    value: Any = scope
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part, _MISSING)
+        elif isinstance(value, (list, tuple)) and part.isdigit():
+            value = value[int(part)] if int(part) < len(value) else _MISSING
+        else:
+            return _MISSING
+        if value is _MISSING or value is None:
+            return _MISSING
+    return value
+
+
+def _filter(name: str, value: Any, ctx: Context, path: str) -> Any:
+    text = str(value)
+    if name == "dirname":
+        return posixpath.dirname(text.rstrip("/")) or _MISSING
+    if name == "basename":
+        return posixpath.basename(text.rstrip("/")) or _MISSING
+    if name == "name":
+        return text.split("==", 1)[0].split("[", 1)[0]
+    if name == "version":
+        return text.split("==", 1)[1] if "==" in text else _MISSING
+    if name == "major":
+        m = re.match(r"(\d+)", text.split("==", 1)[-1])
+        return m.group(1) if m else _MISSING
+    if name == "pin":  # a distribution name -> its exact pin declared by a framework
+        version = ctx.pins.get(text.split("==", 1)[0])
+        return f"{text.split('==', 1)[0]}=={version}" if version else _MISSING
+    if name == "installed":  # a distribution name -> name==its installed version
+        version = ctx.installed.get(text.split("==", 1)[0])
+        return f"{text.split('==', 1)[0]}=={version}" if version else _MISSING
+    raise RenderError(f"unknown filter {name}")  # pragma: no cover - rejected at load
+
+
+def scope_for(evidence: dict, ctx: Context, extra: dict | None = None) -> dict:
+    fw_name = evidence.get("framework") if isinstance(evidence.get("framework"), str) else None
+    fw = ctx.frameworks.get(fw_name) if fw_name else None
+    scope = dict(evidence)
+    scope["ctx"] = ctx.namespace()
+    scope["fw"] = asdict(fw) if fw else {}
+    scope.update(extra or {})
+    return scope
+
+
+def resolve(path: str, filters: tuple[str, ...], scope: dict, ctx: Context) -> Any:
+    value = _lookup(path, scope)
+    for f in filters:
+        if value is _MISSING:
+            break
+        value = _filter(f, value, ctx, path)
+    return value
+
+
+def render(template: str, scope: dict, ctx: Context) -> str:
+    def sub(m: re.Match) -> str:
+        parts = [p.strip() for p in m.group(1).split("|")]
+        value = resolve(parts[0], tuple(parts[1:]), scope, ctx)
+        if value is _MISSING or value == "" or isinstance(value, (dict, list)):
+            raise RenderError(f"no value for {{{m.group(1)}}}")
+        return str(value)
+
+    protected = template.replace("{{", "\0L").replace("}}", "\0R")
+    return re.sub(r"\{([^{}]*)\}", sub, protected).replace("\0L", "{").replace("\0R", "}")
+
+
+def exact_pin(text: str) -> str:
+    """The requirement if it is one exact ``name==version`` pin (extras allowed), else RenderError."""
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise RenderError(f"{text!r} is not a requirement ({exc})") from None
+    specs = list(req.specifier)
+    if req.url or req.marker or len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
+        raise RenderError(f"refused {text!r}: pip-install takes exact pins only ('name==version')")
+    return text
+
+
+def holds(remedy: Remedy, scope: dict, ctx: Context) -> str | None:
+    """None when every condition holds, else the first that does not, in words."""
+    for key, want in remedy.when.items():
+        if key == "env_kind" and ctx.env_kind not in want:
+            return f"the environment is {ctx.env_kind}, not {'/'.join(want)}"
+        if key == "installer" and ctx.installer not in want:
+            return f"installer is {ctx.installer}, needs {'/'.join(want)}"
+        if key == "can_fetch" and ctx.can_fetch != want:
+            return "no installer can fetch wheels (offline, or no pip)" if want else "wheels can be fetched"
+        if key == "offline" and ctx.offline != want:
+            return "online" if want else "--offline"
+        if key == "persistable" and ctx.persistable != want:
+            return f"a {ctx.env_kind} environment has no activation scripts to persist variables" if want \
+                else "variables can be persisted"
+        if key == "framework" and scope.get("framework") not in want:
+            return f"framework is {scope.get('framework')}, not {'/'.join(want)}"
+        if key == "has":
+            for path in want:
+                parts = [p.strip() for p in path.split("|")]
+                value = resolve(parts[0], tuple(parts[1:]), scope, ctx)
+                if value is _MISSING or value in ("", [], {}):
+                    return f"no {path}"
+        if key == "missing":
+            for path in want:
+                parts = [p.strip() for p in path.split("|")]
+                value = resolve(parts[0], tuple(parts[1:]), scope, ctx)
+                if value is not _MISSING and value not in ("", [], {}):
+                    return f"{path} is present"
+        if key == "contains":
+            for path, text in want.items():
+                got = resolve(path, (), scope, ctx)
+                items = got if isinstance(got, (list, tuple)) else [got]
+                if got is _MISSING or not any(isinstance(i, str) and str(text) in i for i in items):
+                    return f"{path} does not mention {text!r}"
+        if key == "equals":
+            for path, value in want.items():
+                got = resolve(path, (), scope, ctx)
+                if got is _MISSING or got != value:
+                    return f"{path} is not {value!r}"
+    return None
+
+
+def build_actions(remedy: Remedy, scope: dict, ctx: Context, fixes: str) -> list[Action]:
+    reason = render(remedy.reason, scope, ctx)
+    out = []
+    for tmpl in remedy.actions:
+        kind = tmpl["kind"]
+        kw: dict[str, Any] = {"kind": kind, "fixes": (fixes,), "reason": reason, "remedy": remedy.id}
+        if "packages" in tmpl:
+            packages = tuple(render(p, scope, ctx) for p in tmpl["packages"])
+            if kind == "pip-install":
+                packages = tuple(exact_pin(p) for p in packages)
+                args = [render(a, scope, ctx) for a in tmpl.get("pip_args", ())]
+                if ONLY_BINARY not in args:
+                    args.insert(0, ONLY_BINARY)
+                kw["pip_args"] = tuple(args) + ctx.pip.pip_args()
+                kw["hashes"] = tuple(f"{p} sha256:{ctx.hashes[p]}" for p in packages if p in ctx.hashes)
+            else:
+                packages = tuple(Requirement(p).name if _is_req(p) else p for p in packages)
+            kw["packages"] = packages
+            if ctx.installer == "uv":
+                kw["installer"] = ctx.installer_argv
+        for key in ("name", "value", "path", "content", "text"):
+            if key in tmpl:
+                kw[key] = render(tmpl[key], scope, ctx)
+        if kind in ("path-prepend", "path-remove"):
+            value = kw["value"]
+            if not value or not value.startswith("/") or ":" in value:
+                raise RenderError(f"{kind} needs one absolute directory, got {value!r}")
+        if kind in ("env-set", "env-unset", "path-prepend", "path-remove") and \
+                not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", kw["name"]):
+            raise RenderError(f"{kw['name']!r} is not a variable name")
+        out.append(Action(**kw))
+    return out
+
+
+def _is_req(text: str) -> bool:
+    try:
+        Requirement(text)
+        return True
+    except InvalidRequirement:
+        return False
+
+
+def alternatives(symptom, compat) -> dict:
+    """The ``alt.*`` namespace: versions from the compat tables that agree (framework-pins-conflict)."""
+    if compat is None or symptom.name != "framework-pins-conflict":
+        return {}
+    fws = symptom.evidence.get("frameworks") or []
+    majors = {f.get("name"): (f.get("cudnn") or {}).get("major") for f in fws}
+    lines = []
+    for name, major in majors.items():
+        others = [m for n, m in majors.items() if n != name]
+        if not others:
+            continue
+        other = others[0]
+        if name == "tensorflow":
+            ok = [f"tensorflow {b.version}" for b in compat.tf_builds if b.cudnn.major == other]
+        elif name == "torch":
+            ok = [f"torch {w.version} ({w.cudnn_pin})" for w in compat.torch_wheels
+                  if int(w.cudnn_pin.split("==")[1].split(".")[0]) == other]
+        else:
+            ok = []
+        if ok:
+            lines.append(f"{name} releases built for cuDNN {other}: {', '.join(ok[:4])}")
+    return {"alt": {"versions": "; ".join(lines) or "none in the compat tables"}}
+
+
+def plan(symptoms, ctx: Context, rules: Rules, compat=None) -> Plan:
+    """Choose a remedy per symptom and combine the actions into one ordered, conflict-free plan."""
+    actions: list[Action] = []
+    notes: list[str] = []
+    unfixed: list[str] = []
+    ordered = sorted(enumerate(symptoms), key=lambda p: (_SEVERITY.get(p[1].severity, 3), p[0]))
+    for _, symptom in ordered:
+        candidates = rules.for_symptom(symptom.name)
+        scope = scope_for(symptom.evidence, ctx, alternatives(symptom, compat))
+        rejected: list[str] = []
+        chosen: list[Action] | None = None
+        chosen_at = -1
+        for n, remedy in enumerate(candidates):
+            why_not = holds(remedy, scope, ctx)
+            if why_not is None:
+                try:
+                    chosen = build_actions(remedy, scope, ctx, symptom.name)
+                    chosen_at = n
+                    break
+                except RenderError as exc:
+                    why_not = str(exc)
+                    notes.append(f"{symptom.name}: remedy {remedy.id} not used: {exc}")
+            rejected.append(f"{remedy.id} ({why_not})")
+        if chosen is None:
+            if symptom.name not in unfixed:
+                unfixed.append(symptom.name)
+            continue
+        later = [r.id for r in candidates[chosen_at + 1:]]
+        suffix = ""
+        if rejected:
+            suffix += "; not " + ", ".join(rejected)
+        if later:
+            suffix += "; preferred over " + ", ".join(later)
+        actions.extend(replace(a, reason=a.reason + suffix) for a in chosen)
+    actions, more = _resolve(actions, ctx)
+    notes.extend(more)
+    actions = _dedupe(actions)
+    actions.sort(key=lambda a: _ORDER[a.kind])
+    return Plan(tuple(actions), tuple(dict.fromkeys(notes)), tuple(unfixed))
+
+
+def _dedupe(actions: list[Action]) -> list[Action]:
+    out: list[Action] = []
+    index: dict[tuple, int] = {}
+    for a in actions:
+        k = a.key()
+        if k in index:
+            first = out[index[k]]
+            out[index[k]] = replace(first, fixes=tuple(dict.fromkeys(first.fixes + a.fixes)))
+        else:
+            index[k] = len(out)
+            out.append(a)
+    return out
+
+
+def _resolve(actions: list[Action], ctx: Context) -> tuple[list[Action], list[str]]:
+    """Two installs of one package at different versions: the framework's pin wins, the other is noted.
+    Contradicting variable changes: the first (from the more severe symptom) wins."""
+    notes: list[str] = []
+    wanted: dict[str, str] = {}
+    for a in actions:
+        if a.kind != "pip-install":
+            continue
+        for p in a.packages:
+            name, version = Requirement(p).name.lower(), p.split("==", 1)[1]
+            prev = wanted.get(name)
+            if prev is None or (prev != version and ctx.pins.get(name) == version):
+                wanted[name] = version
+    out: list[Action] = []
+    for a in actions:
+        if a.kind == "pip-install":
+            keep = []
+            for p in a.packages:
+                name, version = Requirement(p).name.lower(), p.split("==", 1)[1]
+                if wanted[name] == version:
+                    keep.append(p)
+                else:
+                    notes.append(f"conflict: {p} (for {', '.join(a.fixes)}) dropped in favour of "
+                                 f"{name}=={wanted[name]}" + (" (the framework's own pin)" if ctx.pins.get(name) == wanted[name] else ""))
+            if not keep:
+                continue
+            a = replace(a, packages=tuple(keep))
+        out.append(a)
+    final: list[Action] = []
+    var_claims: dict[tuple[str, str | None], Action] = {}
+    sets: dict[str, Action] = {}
+    for a in out:
+        if a.kind in ("path-prepend", "path-remove"):
+            other = var_claims.get((a.name or "", a.value))
+            if other is not None and other.kind != a.kind:
+                notes.append(f"conflict: {a.describe()} (for {', '.join(a.fixes)}) dropped; it contradicts "
+                             f"{other.describe()}")
+                continue
+            var_claims[(a.name or "", a.value)] = a
+        if a.kind in ("env-set", "env-unset"):
+            other = sets.get(a.name or "")
+            if other is not None and (other.kind, other.value) != (a.kind, a.value):
+                notes.append(f"conflict: {a.describe()} (for {', '.join(a.fixes)}) dropped; it contradicts "
+                             f"{other.describe()}")
+                continue
+            sets[a.name or ""] = a
+        final.append(a)
+    return final, notes
+
+
+__all__ = ["ONLY_BINARY", "RenderError", "exact_pin", "plan", "render", "scope_for"]
