@@ -1,0 +1,98 @@
+"""The hash cache: a second run hashes nothing; any change to a file (mtime, inode) forces a re-hash.
+
+Counted with the module's own instrumented counter (integrity.HASH_CALLS), never with timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from fixdnn import state
+from fixdnn.facts import integrity
+from tests.unit.test_integrity import Env
+
+
+def _cache_file(env) -> "os.PathLike":
+    return state.env_dir(str(env.prefix), environ=env.environ) / integrity.CACHE_NAME
+
+
+def _run(env):
+    before = integrity.HASH_CALLS
+    checks, _ = env.check()
+    return integrity.HASH_CALLS - before, checks[0]
+
+
+def test_second_run_hashes_nothing(tmp_path):
+    env = Env(tmp_path / "env").cudnn()
+    hashed, item = _run(env)
+    assert hashed == 7 and item.bad_count == 0
+    cache = _cache_file(env)
+    assert cache.parent.parent.parent == env.home / ".local/state/fixdnn"  # under the (private) HOME
+    data = json.loads(cache.read_text())
+    assert data["schema"] == integrity.CACHE_SCHEMA and len(data["files"]) == 7
+    mtime = cache.stat().st_mtime_ns
+    hashed, item = _run(env)
+    assert hashed == 0 and item.bad_count == 0 and item.checked == 7
+    assert cache.stat().st_mtime_ns == mtime  # nothing new: the cache is not rewritten
+
+
+def test_touched_file_is_rehashed(tmp_path):
+    env = Env(tmp_path / "env").cudnn()
+    _run(env)
+    path = env.lib / "libcudnn_cnn.so.9"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    hashed, item = _run(env)
+    assert hashed == 1 and item.bad_count == 0
+    assert _run(env)[0] == 0
+
+
+def test_rewritten_file_with_same_mtime_but_new_inode_is_rehashed_and_caught(tmp_path):
+    env = Env(tmp_path / "env").cudnn()
+    _run(env)
+    path = env.lib / "libcudnn_ops.so.9"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1
+    tmp = path.with_name("new")
+    tmp.write_bytes(bytes(data))
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, path)
+    new = path.stat()
+    assert (new.st_size, new.st_mtime_ns) == (st.st_size, st.st_mtime_ns) and new.st_ino != st.st_ino
+    hashed, item = _run(env)
+    assert hashed == 1 and [b.problem for b in item.bad] == ["sha256"]
+
+
+def test_corrupt_cache_is_ignored_and_rebuilt(tmp_path):
+    env = Env(tmp_path / "env").cudnn()
+    _run(env)
+    cache = _cache_file(env)
+    for garbage in (b"{\"schema\": \"fixdnn.integrity-cache/1\", \"files\": {\"x\": [1,", b"\x00\xff", b"[]",
+                    json.dumps({"schema": integrity.CACHE_SCHEMA, "files": {str(env.lib / "libcudnn.so.9"): ["a"]}}).encode()):
+        cache.write_bytes(garbage)
+        hashed, item = _run(env)
+        assert item.bad_count == 0 and hashed >= 1
+        assert len(json.loads(cache.read_text())["files"]) == 7
+    assert sorted(p.name for p in cache.parent.iterdir()) == [integrity.CACHE_NAME, "target"]  # no temp files left
+
+
+def test_a_cached_digest_never_hides_a_change(tmp_path):
+    env = Env(tmp_path / "env").cudnn()
+    _run(env)
+    path = env.lib / "libcudnn.so.9"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    with open(path, "r+b") as fh:  # in place: same inode, new mtime/ctime
+        fh.write(bytes(data))
+    hashed, item = _run(env)
+    assert hashed == 1 and [b.path for b in item.bad] == ["nvidia/cudnn/lib/libcudnn.so.9"]
+
+
+def test_unwritable_state_dir_only_costs_time(tmp_path):
+    env = Env(tmp_path / "env").cudnn()
+    (env.home / ".local").write_text("a file where a folder should be")
+    hashed, item = _run(env)
+    assert hashed == 7 and item.bad_count == 0
+    assert _run(env)[0] == 7  # no cache, no error
