@@ -1,0 +1,466 @@
+"""Execute a :class:`fixdnn.actions.Plan` inside a transaction (``fixdnn.txn``), then verify it.
+
+The executor does not care how the plan was made. Per action kind:
+
+* ``pip-install``: ``pip install --dry-run --report`` first lists what would be installed; every
+  installed distribution of those names is stashed by rename (RECORD files + dist-info), then the real
+  ``pip install --only-binary=:all: <exact pins>`` runs as a child in its own process group. The
+  installer is the target's ``python -m pip``; a target without pip is driven by fixdnn's own pip with
+  ``--python <target>`` (pip >= 22.3), or by ``uv pip ... --python``.
+* ``pip-uninstall``: the stash *is* the uninstall (same files pip would remove), so it is exact and
+  reversible without pip.
+* env actions: one more operation in ``etc/fixdnn/env.toml`` rendered into the activation scripts by
+  ``fixdnn.shell.install``; every file it touches is copied first.
+* ``write-file``: the file is copied first (or recorded as new).
+* ``manual``: never executed; reported back so the CLI can print it.
+
+Before anything changes, every folder the plan will write to is probed for writability and the
+filesystem for room. Nothing here prints: progress goes to the ``on_event`` callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from fixdnn import txn as txnmod
+from fixdnn.txn import Interrupted, Transaction, TxnError
+
+if TYPE_CHECKING:
+    from fixdnn.actions import Action, Plan
+
+MARGIN = 1 << 20  # bytes kept free beyond the estimate
+
+
+class ApplyError(TxnError):
+    """Apply refused before changing anything, or failed and rolled back; one line."""
+
+
+@dataclass(frozen=True)
+class Target:
+    prefix: str
+    python: str | None
+    site_dirs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_info(cls, info) -> Target:
+        if not info.prefix:
+            raise ApplyError("the target has no prefix; apply needs a venv or conda environment")
+        return cls(os.path.realpath(info.prefix), info.python, tuple(info.site_dirs))
+
+
+@dataclass
+class Result:
+    txn_id: str | None
+    outcome: str  # applied | failed-and-rolled-back | nothing-to-do
+    reason: str = ""
+    steps_done: int = 0
+    manual: list[str] = field(default_factory=list)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# ------------------------------------------------------------------------------------- installed dists
+
+
+def installed(site_dirs: tuple[str, ...]) -> dict[str, list[Path]]:
+    """Normalised name -> dist-info folders, from the site dirs (first match first)."""
+    found: dict[str, list[Path]] = {}
+    for site in site_dirs:
+        try:
+            entries = sorted(os.listdir(site))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.endswith(".dist-info"):
+                continue
+            folder = Path(site, entry)
+            name = entry[: -len(".dist-info")].rsplit("-", 1)[0]
+            with contextlib.suppress(OSError):
+                for line in (folder / "METADATA").read_text("utf-8", "replace").splitlines():
+                    if line.lower().startswith("name:"):
+                        name = line.split(":", 1)[1].strip()
+                        break
+                    if not line:
+                        break
+            found.setdefault(_norm(name), []).append(folder)
+    return found
+
+
+def dist_files(dist_info: Path, prefix: str) -> list[str]:
+    """Every existing file of one distribution: RECORD entries (``../`` allowed, never outside the
+    prefix), their ``__pycache__`` files, and everything inside the dist-info folder."""
+    site = os.path.dirname(os.fspath(dist_info))
+    inside = prefix.rstrip("/") + "/"
+    out: dict[str, None] = {}
+    try:
+        text = (dist_info / "RECORD").read_text("utf-8", "surrogateescape")
+    except OSError:
+        text = ""
+    import csv
+
+    for row in csv.reader(text.splitlines()):
+        if not row or not row[0]:
+            continue
+        path = os.path.normpath(os.path.join(site, row[0]))
+        if not path.startswith(inside):
+            continue
+        if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
+            out[path] = None
+        if path.endswith(".py"):
+            cache = os.path.join(os.path.dirname(path), "__pycache__")
+            stem = os.path.basename(path)[:-3] + "."
+            with contextlib.suppress(OSError):
+                for name in os.listdir(cache):
+                    if name.startswith(stem) and name.endswith(".pyc"):
+                        out[os.path.join(cache, name)] = None
+    for root, dirs, files in os.walk(dist_info):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            out[os.path.join(root, name)] = None
+    return list(out)
+
+
+# ------------------------------------------------------------------------------------------ pip
+
+
+def pip_command(target: Target) -> list[str]:
+    """How to run pip for the target (see the module docstring)."""
+    py = target.python
+    if not py:
+        raise ApplyError("the target has no Python interpreter; pip steps cannot run")
+    if any(os.path.isdir(os.path.join(site, "pip")) for site in target.site_dirs):
+        return [py, "-m", "pip"]
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip", "--python", py]
+    uv = shutil.which("uv")
+    if uv:
+        return [uv, "pip", "--python", py]  # uv takes --python after the subcommand; see _pip_argv
+    raise ApplyError(f"{py} has no pip, and neither fixdnn's Python nor uv can install into it")
+
+
+def _pip_argv(base: list[str], sub: list[str]) -> list[str]:
+    if os.path.basename(base[0]) == "uv":  # uv pip install --python X ...
+        return [base[0], "pip", sub[0], "--python", base[3], *sub[1:]]
+    return [*base, *sub]
+
+
+def pip_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PIP_YES="1")
+    for name in ("FIXDNN_TEST_CRASH_AT", "FIXDNN_TEST_FAIL_WRITE", "PYTHONPATH", "PYTHONHOME"):
+        env.pop(name, None)
+    return env
+
+
+def check_pins(action: Action) -> list[str]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    pins = []
+    for text in action.packages:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise ApplyError(f"{text!r}: not a valid requirement ({exc})") from None
+        specs = list(req.specifier)
+        if len(specs) != 1 or specs[0].operator not in ("==", "===") or "*" in specs[0].version:
+            raise ApplyError(f"{text!r}: pip steps need an exact pin (name==version)")
+        pins.append(text)
+    return pins
+
+
+def dry_run(base: list[str], action: Action, workdir: Path) -> list[dict]:
+    """What ``pip install`` would install: the report's ``install`` items."""
+    report = workdir / "pip-report.json"
+    argv = _pip_argv(base, ["install", "--dry-run", "--quiet", "--report", str(report),
+                            "--only-binary=:all:", *action.pip_args, *check_pins(action)])
+    proc = subprocess.run(argv, env=pip_env(), capture_output=True, text=True, errors="replace",
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        last = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        raise ApplyError(f"pip cannot install {' '.join(action.packages)}: "
+                         f"{last[-1].strip() if last else f'exit {proc.returncode}'}")
+    try:
+        data = json.loads(report.read_text("utf-8"))
+    finally:
+        with contextlib.suppress(OSError):
+            report.unlink()
+    return list(data.get("install") or ())
+
+
+def _unpacked_size(item: dict) -> int:
+    url = (item.get("download_info") or {}).get("url", "")
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        path = unquote(urlparse(url).path)
+        with contextlib.suppress(OSError, zipfile.BadZipFile):
+            with zipfile.ZipFile(path) as zf:
+                return sum(i.file_size for i in zf.infolist())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- preflight
+
+
+@dataclass
+class Prepared:
+    """One action with everything learned before the transaction starts."""
+
+    action: Action
+    report: list[dict] | None = None  # pip-install dry run
+    stash_names: list[str] = field(default_factory=list)
+    env_file: object | None = None  # the EnvFile an env action leads to
+    writes: list[str] = field(default_factory=list)  # files a file/env step writes
+    needed: int = 0  # bytes
+
+
+def _env_file_after(prefix: str, action: Action, current):
+    from fixdnn.shell.envfile import EnvFile, EnvOp
+
+    op = {"env-set": "set", "env-unset": "unset"}.get(action.kind, action.kind)
+    new = EnvOp(op, action.name or "", action.value if op != "unset" else None, reason=action.reason,
+                fixes=",".join(action.fixes))
+    ops = tuple(o for o in current.ops if (o.op, o.name, o.value) != (new.op, new.name, new.value))
+    return EnvFile((*ops, new))
+
+
+def _probe_writable(folder: str) -> str | None:
+    """None when a file can be created in ``folder`` (or its nearest existing ancestor)."""
+    while not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    probe = os.path.join(folder, f".fixdnn-probe-{os.getpid()}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return f"{folder}: {exc.strerror or exc}"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | None = None) -> list[Prepared]:
+    """Dry-run every step and check permissions and room; raises ApplyError and changes nothing."""
+    from fixdnn.shell.envfile import EnvFile
+    from fixdnn.shell.install import planned_writes
+
+    prepared: list[Prepared] = []
+    dirs: set[str] = set()
+    env_now = None
+    present = installed(target.site_dirs)
+    for action in plan.actions:
+        item = Prepared(action)
+        if action.kind == "pip-install":
+            base = pip_base or pip_command(target)
+            item.report = dry_run(base, action, workdir)
+            names = [_norm(i["metadata"]["name"]) for i in item.report]
+            item.stash_names = [n for n in names if n in present]
+            item.needed = sum(_unpacked_size(i) for i in item.report)
+            dirs.update(target.site_dirs)
+            dirs.add(os.path.join(target.prefix, "bin"))
+        elif action.kind == "pip-uninstall":
+            item.stash_names = [_norm(n) for n in action.packages if _norm(n) in present]
+            dirs.update(target.site_dirs)
+        elif action.kind in ("env-set", "env-unset", "path-prepend", "path-remove"):
+            if env_now is None:
+                env_now = EnvFile.load(EnvFile.path_for(target.prefix))
+            env_now = _env_file_after(target.prefix, action, env_now)
+            item.env_file = env_now
+            item.writes = [os.fspath(p) for p in planned_writes(target.prefix, env_now)]
+            item.needed = 64 << 10
+        elif action.kind == "write-file":
+            if not action.path or not os.path.isabs(action.path):
+                raise ApplyError(f"write-file needs an absolute path, got {action.path!r}")
+            item.writes = [action.path]
+            item.needed = len((action.content or "").encode("utf-8", "surrogateescape"))
+        for name in item.stash_names:
+            for folder in present[name]:
+                dirs.add(os.path.dirname(os.fspath(folder)))
+                dirs.update(os.path.dirname(p) for p in dist_files(folder, target.prefix))
+        dirs.update(os.path.dirname(p) for p in item.writes)
+        prepared.append(item)
+    problems = [p for p in (_probe_writable(d) for d in sorted(dirs)) if p]
+    if problems:
+        raise ApplyError(f"cannot write to the environment, nothing changed: {problems[0]}"
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    needed = sum(p.needed for p in prepared)
+    if needed:
+        free = shutil.disk_usage(target.prefix).free
+        if free < needed + MARGIN:
+            raise ApplyError(f"not enough room on the filesystem of {target.prefix}: "
+                             f"{free // 1024} KiB free, about {(needed + MARGIN) // 1024} KiB needed; "
+                             "nothing changed")
+    return prepared
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+
+def _run_pip(txn: Transaction, step: int, argv: list[str], intent: dict, sig: dict) -> None:
+    log = txn.folder / f"step-{step}.pip.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=pip_env(), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        txn.append({"op": "spawned", "step": step, "pgid": proc.pid})
+        intent["pgid"] = proc.pid
+        try:
+            delay = txnmod.crash_after_delay(step)
+            if delay is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=delay)
+                os.kill(os.getpid(), 9)
+            code = proc.wait()
+        except BaseException:
+            sig["armed"] = False
+            txnmod.kill_group(proc.pid)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=10)
+            raise
+    if code != 0:
+        lines = [ln for ln in log.read_text("utf-8", "replace").splitlines() if ln.strip()]
+        last = lines[-1].strip() if lines else f"exit {code}"
+        raise ApplyError(f"pip failed (exit {code}): {last}")
+
+
+def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base: list[str] | None,
+          sig: dict, fresh_report: bool) -> None:
+    action = item.action
+    intent: dict = {"op": "intent", "step": step, "kind": action.kind, "describe": action.describe(target.python)}
+    if action.kind in ("pip-install", "pip-uninstall"):
+        if action.kind == "pip-install" and fresh_report:
+            item.report = dry_run(pip_base or pip_command(target), action, txn.folder)
+            names = [_norm(i["metadata"]["name"]) for i in item.report]
+            present = installed(target.site_dirs)
+            item.stash_names = [n for n in names if n in present]
+        present = installed(target.site_dirs)
+        paths: list[str] = []
+        for name in item.stash_names:
+            for folder in present.get(name, ()):
+                paths.extend(dist_files(folder, target.prefix))
+        listing = {}
+        if action.kind == "pip-install":
+            listing = txnmod.scan(target.prefix, txn.exclude())
+            intent["listing"] = txn.write_json(f"step-{step}.listing.json", listing)
+        intent["stash"] = txn.prepare_stash(step, paths, target.prefix)
+        intent["stashed"] = item.stash_names
+        txn.append(intent)
+        txnmod._hook(f"{step}:intent")
+        txnmod.fail_write_hook(step)
+        txn.do_stash(intent["stash"])
+        txnmod._hook(f"{step}:stash")
+        if action.kind == "pip-install":
+            argv = _pip_argv(pip_base or pip_command(target),
+                             ["install", "--only-binary=:all:", *action.pip_args, *check_pins(action)])
+            _run_pip(txn, step, argv, intent, sig)
+            after = txnmod.scan(target.prefix, txn.exclude())
+            created = [p for p in after if p not in listing]
+            txn.append({"op": "done", "step": step,
+                        "created": txn.write_json(f"step-{step}.created.json", created)})
+        else:
+            txn.append({"op": "done", "step": step})
+    elif action.kind in ("env-set", "env-unset", "path-prepend", "path-remove", "write-file"):
+        from fixdnn.shell.envfile import EnvFile
+        from fixdnn.shell.install import install, planned_writes
+
+        if action.kind == "write-file":
+            writes = [action.path]
+        else:
+            writes = [os.fspath(p) for p in planned_writes(target.prefix, item.env_file)]
+            writes.append(os.fspath(EnvFile.path_for(target.prefix)))
+        intent["backup"] = txn.backup_files(step, list(dict.fromkeys(writes)))
+        txn.append(intent)
+        txnmod._hook(f"{step}:intent")
+        txnmod.fail_write_hook(step)
+        if action.kind == "write-file":
+            path = Path(action.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.fixdnn-tmp")
+            tmp.write_bytes((action.content or "").encode("utf-8", "surrogateescape"))
+            if path.exists():
+                os.chmod(tmp, path.stat().st_mode & 0o7777)
+            os.replace(tmp, path)
+        else:
+            install(target.prefix, item.env_file)
+        txn.append({"op": "done", "step": step})
+    txnmod._hook(f"{step}:done")
+
+
+def apply_plan(plan: Plan, target: Target, *, verify: Callable[[], list[str]] | None = None,
+               on_event: Callable[[str], None] | None = None) -> Result:
+    """Run every executable action of ``plan`` in one transaction; verify; roll back on any failure.
+
+    ``verify`` is called after the last step and returns the reasons the result is not acceptable
+    (empty: accepted). Raises :class:`ApplyError` (nothing changed) or :class:`fixdnn.txn.LockError`;
+    a failure after changes began is rolled back and returned as outcome ``failed-and-rolled-back``.
+    """
+    say = on_event or (lambda _msg: None)
+    manual = [a.text or "" for a in plan.actions if a.kind == "manual"]
+    if not plan.runnable:
+        bad = next(a for a in plan.actions if a.available is False)
+        raise ApplyError(f"the plan cannot run: {bad.describe(target.python)} ({bad.check or 'unavailable'})")
+    executable = [a for a in plan.actions if a.kind != "manual"]
+    if not executable:
+        return Result(None, "nothing-to-do", manual=manual)
+    prefix = target.prefix
+    with txnmod.EnvLock(prefix):
+        pip_base = pip_command(target) if any(a.kind == "pip-install" for a in executable) else None
+        work = txnmod.env_state(prefix)
+        from fixdnn.actions import Plan as PlanType
+
+        prepared = prepare(PlanType(tuple(executable)), target, work, pip_base)
+        txn = Transaction.begin(prefix, {"python": target.python,
+                                         "actions": [a.describe(target.python) for a in executable],
+                                         "kinds": [a.kind for a in executable]})
+        done = 0
+        reason = ""
+        with txnmod.signals_as_interrupt() as sig:
+            try:
+                pip_ran = False
+                for step, item in enumerate(prepared, 1):
+                    say(f"[{step}/{len(prepared)}] {item.action.describe(target.python)}")
+                    _step(txn, step, item, target, pip_base, sig, fresh_report=pip_ran)
+                    pip_ran = pip_ran or item.action.kind == "pip-install"
+                    done += 1
+                txnmod._hook("0:end")
+                if verify is not None:
+                    sig["armed"] = False
+                    problems = verify()
+                    if problems:
+                        reason = "verification failed: " + "; ".join(problems)
+            except Interrupted as exc:
+                reason = f"interrupted by {exc}"
+            except (ApplyError, OSError, TxnError) as exc:
+                reason = f"step {done + 1} failed: {exc}"
+            sig["armed"] = False
+            if not reason:
+                txn.finish("applied")
+                return Result(txn.id, "applied", steps_done=done, manual=manual)
+            say(f"rolling back: {reason}")
+            txn.rollback()
+            txn.finish("failed-and-rolled-back", reason)
+        return Result(txn.id, "failed-and-rolled-back", reason, steps_done=done, manual=manual)
+
+
+def history(prefix: str) -> list[dict]:
+    out = []
+    for rec in txnmod.transactions(os.path.realpath(prefix)):
+        begin = rec.begin
+        out.append({"id": rec.id, "time": txnmod.id_time(rec.id), "actions": begin.get("actions", []),
+                    "outcome": rec.outcome, "reason": rec.reason})
+    return out
+

@@ -1,0 +1,191 @@
+"""Shared kit for the apply/rollback tests (no tests here): tiny wheels, a local index, template venvs.
+
+Choice of installer: target venvs are created **without pip** (``venv --without-pip``: 0.1 s instead of
+3 s) and fixdnn drives them with its own pip via ``pip --python <target>`` (pip >= 22.3), which is the
+executor's path for pip-less targets. pip reads the local folder index from ``PIP_NO_INDEX`` /
+``PIP_FIND_LINKS`` in the environment, with ``PIP_CONFIG_FILE=/dev/null`` and every other ``PIP_*``
+stripped, so the machine's own pip configuration never leaks in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+from tests.envkit.elfkit import build_so
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("FIXDNN_TEST_CACHE", "/tmp/fixdnn-test-cache"))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def build_wheel(dest_dir: Path, name: str, version: str, files: dict[str, bytes | Path],
+                requires: tuple[str, ...] = (), tag: str = "py3-none-any") -> Path:
+    """A real wheel: files + dist-info METADATA / WHEEL / RECORD (urlsafe-b64 sha256, no padding)."""
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    whl = dest_dir / f"{dist}-{version}-{tag}.whl"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    wheel = f"Wheel-Version: 1.0\nGenerator: fixdnn-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
+    records = []
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel, content in files.items():
+            if isinstance(content, Path):
+                zf.write(content, rel)
+                data_hash, size = _hash_file(content)
+            else:
+                zf.writestr(rel, content)
+                data_hash, size = _b64(content), len(content)
+            records.append(f"{rel},sha256={data_hash},{size}")
+        for rel, text in ((f"{info}/METADATA", meta), (f"{info}/WHEEL", wheel)):
+            zf.writestr(rel, text)
+            records.append(f"{rel},sha256={_b64(text.encode())},{len(text.encode())}")
+        records.append(f"{info}/RECORD,,")
+        zf.writestr(f"{info}/RECORD", "\n".join(records) + "\n")
+    return whl
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode(), size
+
+
+def cudnn_wheel(index: Path, version: str) -> Path:
+    """A stub ``nvidia-cudnn-cu12`` wheel whose libraries are gcc-built ELF with the real SONAMEs."""
+    major, minor, patch = (int(x) for x in version.split(".")[:3])
+    code = major * 10000 + minor * 100 + patch
+    libs = CACHE / "libs" / version
+    files: dict[str, bytes | Path] = {"nvidia/__init__.py": b"", "nvidia/cudnn/__init__.py": b""}
+    for sub in ("", "_graph", "_ops", "_cnn"):
+        so = f"libcudnn{sub}.so.9"
+        path = libs / so
+        if not path.exists():
+            build_so(path, so, functions={"cudnnGetVersion": code} if not sub else {f"f{sub}": 1})
+        files[f"nvidia/cudnn/lib/{so}"] = path
+    files["nvidia/cudnn/include/cudnn_version.h"] = f"#define CUDNN_MAJOR {major}\n#define CUDNN_MINOR {minor}\n".encode()
+    return build_wheel(index, "nvidia-cudnn-cu12", version, files, tag="py3-none-manylinux2014_x86_64")
+
+
+def index_dir() -> Path:
+    """The local folder index (cached across tests): cuDNN 9.1.0.70 and 9.3.0.75, a tool with a script."""
+    folder = CACHE / "index"
+    stamp = folder / ".complete"
+    if not stamp.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        cudnn_wheel(folder, "9.1.0.70")
+        cudnn_wheel(folder, "9.3.0.75")
+        for ver in ("1.0", "2.0"):
+            build_wheel(folder, "cudnn-tool", ver, {"cudnn_tool.py": f"V = {ver!r}\n".encode(),
+                                                    f"cudnn_tool-{ver}.data/scripts/cudnn-tool":
+                                                    b"#!python\nprint('tool')\n"})
+        stamp.write_text("")
+    return folder
+
+
+def pip_environ(index: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE="/dev/null", PIP_NO_INDEX="1", PIP_FIND_LINKS=str(index),
+               PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.update(extra)
+    return env
+
+
+def _outer_pip(python: Path, env: dict, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), *args], env=env, check=True,
+                   capture_output=True)
+
+
+def template_venv(kind: str = "cudnn910") -> Path:
+    """A venv (no pip) with nvidia-cudnn-cu12 9.1.0.70 and cudnn-tool 1.0 installed; built once."""
+    folder = CACHE / f"template-{kind}"
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        venv.EnvBuilder(with_pip=False, symlinks=True).create(folder)
+        env = pip_environ(index_dir())
+        if kind == "cudnn910":
+            _outer_pip(folder / "bin/python", env, "install", "nvidia-cudnn-cu12==9.1.0.70", "cudnn-tool==1.0")
+        (folder / ".complete").write_text("")
+    return folder
+
+
+def copy_venv(dest: Path, kind: str = "cudnn910") -> Path:
+    """Copy the template to ``dest`` and fix the paths venv wrote into pyvenv.cfg-independent files."""
+    src = template_venv(kind)
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns(".complete"))
+    for script in (dest / "bin").iterdir():
+        if script.is_file() and not script.is_symlink():
+            data = script.read_bytes()
+            if os.fsencode(str(src)) in data:
+                script.write_bytes(data.replace(os.fsencode(str(src)), os.fsencode(str(dest))))
+    return dest
+
+
+def site_of(prefix: Path) -> Path:
+    return next((prefix / "lib").glob("python3*/site-packages"))
+
+
+def tree(prefix: Path) -> dict[str, tuple]:
+    """Every entry under ``prefix``: relative path -> (type, mode, sha256 | link target)."""
+    out = {}
+    for root, dirs, files in os.walk(prefix):
+        for name in dirs + files:
+            path = Path(root, name)
+            rel = os.fsdecode(path.relative_to(prefix))
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("l", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("d", stat.S_IMODE(st.st_mode))
+            else:
+                out[rel] = ("f", stat.S_IMODE(st.st_mode), hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+def cli_env(state: Path, index: Path, **extra: str) -> dict[str, str]:
+    env = pip_environ(index, FIXDNN_STATE_DIR=str(state), **extra)
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("CONDA_PREFIX", None)
+    return env
+
+
+def run_py(code: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a snippet with fixdnn importable (a separate process so SIGKILL tests kill only it)."""
+    return subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+APPLY_SNIPPET = """
+import json, sys
+from fixdnn.actions import Action, Plan
+from fixdnn.apply import Target, apply_plan
+spec = json.loads(sys.argv[1] if len(sys.argv) > 1 else {spec!r})
+plan = Plan(tuple(Action(**a) for a in spec["actions"]))
+res = apply_plan(plan, Target(spec["prefix"], spec["python"], tuple(spec["site_dirs"])))
+print(json.dumps({{"id": res.txn_id, "outcome": res.outcome, "reason": res.reason}}))
+"""
+
+
+def apply_in_child(prefix: Path, actions: list[dict], env: dict, timeout: float = 120):
+    import json
+
+    spec = {"prefix": str(prefix), "python": str(prefix / "bin/python"), "site_dirs": [str(site_of(prefix))],
+            "actions": actions}
+    return run_py(APPLY_SNIPPET.format(spec=json.dumps(spec)), env, timeout)
