@@ -39,18 +39,22 @@ def _split_path_list(value: str) -> tuple[str, ...]:
 
 
 def _dynamic_tags(elf):
-    """The .dynamic tags; falls back to the PT_DYNAMIC segment when section headers are stripped."""
+    """The dynamic tags from the PT_DYNAMIC segment (what the loader reads, and a handful of program
+    headers: much cheaper than building pyelftools' section-name map); the .dynamic section otherwise."""
+    try:
+        for segment in elf.iter_segments():
+            if segment.header["p_type"] == "PT_DYNAMIC":
+                return list(segment.iter_tags())
+    except Exception:  # noqa: BLE001 - corrupt program headers: try the section headers
+        pass
     section = None
     try:
         if elf.num_sections():
             section = elf.get_section_by_name(".dynamic")
-    except Exception:  # noqa: BLE001 - corrupt section headers: the segment is what the loader uses anyway
+    except Exception:  # noqa: BLE001
         section = None
     if section is not None and section.header["sh_type"] == "SHT_DYNAMIC":
         return list(section.iter_tags())
-    for segment in elf.iter_segments():
-        if segment.header["p_type"] == "PT_DYNAMIC":
-            return list(segment.iter_tags())
     return None
 
 
