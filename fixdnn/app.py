@@ -95,6 +95,7 @@ def main(
     """Diagnose the environment (the active venv / conda env, or --python / --prefix)."""
     ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "facts_file": facts_file,
                "verify_all": verify_all}
+    _report_interrupted()
     if ctx.invoked_subcommand is None:
         raise typer.Exit(diagnose(ctx.obj))
 
@@ -148,6 +149,136 @@ def env_command(ctx: typer.Context) -> None:
         why = f"  # {op['reason']}" if op["reason"] else ""
         fixes = f" (fixes {op['fixes']})" if op["fixes"] else ""
         sys.stdout.write(f"{op['op']} {op['name']}{value}{why}{fixes}\n")
+
+
+def _report_interrupted() -> None:
+    """One line on stderr when a transaction was interrupted (a crash, a kill) and not rolled back."""
+    try:
+        from fixdnn.txn import interrupted_anywhere
+
+        found = interrupted_anywhere()
+    except Exception:  # the notice must never break a command
+        return
+    if found:
+        import shlex
+
+        prefix, txn_id = found[-1]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        sys.stderr.write(f"fixdnn: transaction {txn_id} on {prefix} was interrupted{more}; undo it with "
+                         f"'fixdnn --prefix {shlex.quote(prefix)} rollback'\n")
+
+
+def _target_prefix(opts: dict) -> str:
+    from fixdnn.target import TargetSpec, choose
+
+    _python, prefix = choose(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")))
+    if prefix is None:
+        raise UsageError("no environment: activate one, or give --prefix DIR")
+    return prefix
+
+
+@app.command("apply")
+def apply_command(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; apply the plan."),
+) -> None:
+    """Diagnose, show the repair plan, ask, then apply it in one transaction (verified; undo: rollback)."""
+    from fixdnn import compat as compat_mod
+    from fixdnn.symptoms.registry import diagnose as run_checks
+
+    opts = _options(ctx)
+    if opts.get("facts_file") or opts.get("root"):
+        raise UsageError("apply changes a live environment; it cannot use --facts or --root")
+    facts_value = _gather(opts)
+    found = run_checks(facts_value, compat_mod.load())
+    try:
+        from fixdnn.plan import build_plan
+    except ImportError as exc:
+        raise UsageError(f"the planner is not available ({exc})") from None
+    plan = build_plan(facts_value, found, opts)
+    raise typer.Exit(_apply(plan, facts_value, found, yes))
+
+
+def _apply(plan, facts_value, found, yes: bool) -> int:
+    from fixdnn.apply import ApplyError, Target, apply_plan
+    from fixdnn.txn import LockError, TxnError
+    from fixdnn.verify import verifier
+
+    target = Target.from_info(facts_value.target)
+    out = sys.stdout
+    if not plan.actions:
+        out.write("nothing to apply" + (f"; not fixable here: {', '.join(plan.unfixed)}" if plan.unfixed else "")
+                  + "\n")
+        return 1 if any(s.severity == "error" for s in found) else 0
+    out.write(f"plan for {target.prefix}:\n")
+    for n, action in enumerate(plan.actions, 1):
+        out.write(f"  {n}. {action.describe(target.python)}\n")
+        if action.reason:
+            out.write(f"     why: {action.reason}\n")
+    for note in plan.notes:
+        out.write(f"  note: {note}\n")
+    out.flush()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("apply asks before changing anything; pass --yes when not at a terminal")
+        if not typer.confirm("apply this plan?", default=False):
+            out.write("nothing changed\n")
+            return 1
+    try:
+        result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python),
+                            on_event=lambda msg: (sys.stderr.write(f"fixdnn: {msg}\n"), sys.stderr.flush()))
+    except LockError as exc:
+        raise UsageError(str(exc)) from None
+    except (ApplyError, TxnError) as exc:
+        sys.stderr.write(f"fixdnn: {exc}\n")
+        return 1
+    for text in result.manual:
+        out.write(f"manual step (not done by fixdnn): {text}\n")
+    if result.outcome == "applied":
+        out.write(f"applied transaction {result.txn_id}; undo with 'fixdnn rollback {result.txn_id}'\n")
+        return 0
+    if result.outcome == "nothing-to-do":
+        return 1 if any(s.severity == "error" for s in found) else 0
+    sys.stderr.write(f"fixdnn: {result.reason}; rolled back transaction {result.txn_id}, nothing changed\n")
+    return 1
+
+
+@app.command("rollback")
+def rollback_command(
+    ctx: typer.Context,
+    txn_id: Optional[str] = typer.Argument(None, metavar="[ID]", help="Transaction to undo (default: the latest)."),
+) -> None:
+    """Undo the latest transaction (finished or interrupted), or transaction ID (newer ones first)."""
+    from fixdnn.txn import TxnError, rollback
+
+    prefix = _target_prefix(_options(ctx))
+    try:
+        record, count = rollback(prefix, txn_id)
+    except TxnError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(f"rolled back transaction {record.id} ({count} step{'s' if count != 1 else ''} undone)\n")
+
+
+@app.command("history")
+def history_command(ctx: typer.Context) -> None:
+    """List this environment's transactions: id, time, actions, outcome."""
+    from fixdnn.apply import history
+
+    opts = _options(ctx)
+    prefix = _target_prefix(opts)
+    rows = history(prefix)
+    if opts.get("json"):
+        _emit_json({"schema": "fixdnn.history/1", "prefix": prefix, "transactions": rows})
+        return
+    if not rows:
+        sys.stdout.write(f"no transactions in {prefix}\n")
+        return
+    for row in rows:
+        sys.stdout.write(f"{row['id']}  {row['time']}  {row['outcome']}\n")
+        for action in row["actions"]:
+            sys.stdout.write(f"    {action}\n")
+        if row["reason"]:
+            sys.stdout.write(f"    reason: {row['reason']}\n")
 
 
 def run(argv: list[str]) -> int:
