@@ -42,6 +42,8 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
 
     checks, more = integrity.gather(host, target, dists, verify_all=verify_all)
     unknowns += more
+    cpu_side = _cpu_side(host, target, dists, env)
+    unknowns += cpu_side.pop("unknowns")
     return Facts(
         target=target,
         distributions=dists,
@@ -52,6 +54,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
         env=relevant_env(host.environ),
         unknowns=tuple(unknowns),
         integrity=checks,
+        **cpu_side,
     )
 
 
@@ -76,3 +79,17 @@ def loads_json(text: str, origin: str = "facts file") -> Facts:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{origin}: {exc}") from None
 
+
+def _cpu_side(host, target, dists, env) -> dict:
+    """OpenMP / MKL runtimes, thread settings, the search path and the conda records (issue 3 §1, §2, §4)."""
+    from fixdnn.facts import conda, cpu
+
+    rules = cpu.load_rules()
+
+    def wanted(rel: str) -> bool:
+        base = rel.rsplit("/", 1)[-1]
+        return rules.runtime_of(base) is not None or rules.mkl_part(base) is not None
+
+    records = conda.gather(host, target.prefix, wanted)  # nothing unless the prefix has conda-meta/
+    facts, more = cpu.gather(host, target, dists, records, env, rules)
+    return {"cpu": facts, "conda_packages": records.packages, "unknowns": list(records.unknowns) + list(more)}

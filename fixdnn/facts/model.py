@@ -142,6 +142,8 @@ class Facts:
     env: dict[str, str] = field(default_factory=dict)
     unknowns: tuple[Unknown, ...] = ()
     schema: str = FACTS_SCHEMA
+    cpu: CpuFacts | None = None  # OpenMP / MKL runtimes, thread settings, loader search path
+    conda_packages: tuple[CondaPackage, ...] = ()
     integrity: tuple[InstallCheck, ...] = ()  # packages verified file by file (install-corrupted)
 
     def distribution(self, name: str) -> Distribution | None:
@@ -163,3 +165,89 @@ class Facts:
 
     def loads_of(self, framework: str) -> tuple[LoadOutcome, ...]:
         return tuple(o for o in self.loads if o.framework == framework)
+
+
+@dataclass(frozen=True)
+class CondaPackage:
+    """One record of ``<prefix>/conda-meta/*.json``."""
+
+    name: str
+    version: str
+    build: str
+    channel: str | None  # short name: "conda-forge", "pytorch", "main"
+    files: int  # how many files the record lists
+    prefix: str
+    build_number: int | None = None
+
+
+@dataclass(frozen=True)
+class NativeLib:
+    """An OpenMP runtime or MKL library a process of the environment could load."""
+
+    kind: str  # openmp | mkl
+    name: str  # libiomp5, libgomp, libomp, libmkl_rt, libmkl_avx2, ...
+    vendor: str  # intel | gnu | llvm
+    role: str  # runtime (OpenMP) | rt | core | dispatch | threading | interface | other (MKL)
+    path: str
+    realpath: str
+    soname: str | None
+    major: str | None = None  # the soname's number: "2" for libmkl_rt.so.2
+    version: str | None = None
+    version_source: str | None = None
+    owner: str | None = None  # "pip:mkl 2024.2.0", "conda:intel-openmp 2024.0.0", or None
+    sha256: str | None = None  # from the conda record's paths_data, when it has one
+    found_in: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeUse:
+    """One package that pulls in one OpenMP / MKL library, and which file a process would map for it."""
+
+    consumer: str  # torch | tensorflow | numpy | mkl | LD_PRELOAD | ...
+    requester: str  # the object whose DT_NEEDED names it (or the vendoring directory)
+    soname: str
+    path: str | None  # the file mapped; None when the loader finds nothing
+    how: str  # one line: "DT_NEEDED via DT_RPATH", "already loaded by torch", "vendored in numpy.libs", ...
+
+
+@dataclass(frozen=True)
+class PathEntry:
+    """One element of LD_LIBRARY_PATH or LD_PRELOAD as the loader will read it."""
+
+    variable: str  # LD_LIBRARY_PATH | LD_PRELOAD
+    index: int
+    raw: str
+    kind: str  # absolute | relative | empty | name (LD_PRELOAD without '/')
+    exists: bool = False
+    is_dir: bool = False
+    realpath: str | None = None
+    writable: tuple[str, ...] = ()  # "<dir> (mode 0777, world-writable)" for the entry and its parents
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    cpu_count: int | None = None
+    cpu_count_source: str | None = None
+    libraries: tuple[NativeLib, ...] = ()
+    uses: tuple[RuntimeUse, ...] = ()
+    search_path: tuple[PathEntry, ...] = ()
+    mkl_symbols: dict[str, bool | None] = field(default_factory=dict)  # symbol -> exported by a reachable MKL
+    conda_openmp: str | None = None  # gnu | llvm, from _openmp_mutex's build string
+
+    def loaded_runtimes(self) -> tuple[NativeLib, ...]:
+        """Distinct OpenMP runtime files one process importing everything would map."""
+        seen: dict[str, NativeLib] = {}
+        for use in self.uses:
+            lib = self.lib_at(use.path)
+            if lib is not None and lib.kind == "openmp" and lib.realpath not in seen:
+                seen[lib.realpath] = lib
+        return tuple(seen.values())
+
+    def lib_at(self, path: str | None) -> NativeLib | None:
+        if path is None:
+            return None
+        for lib in self.libraries:
+            if path in (lib.path, lib.realpath):
+                return lib
+        return None
