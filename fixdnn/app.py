@@ -72,12 +72,25 @@ def diagnose(opts: dict) -> int:
 
     facts = _gather(opts)
     report = Report(facts, run_checks(facts, compat_mod.load()))
+    plan_data = None
+    if opts.get("dry_run"):
+        from fixdnn.plan import build_plan
+        from fixdnn.render_plan import plan_dict
+
+        plan_value = build_plan(facts, report.symptoms, opts, host=_host(opts))
+        plan_data = plan_dict(plan_value, facts.target.python, facts.target.prefix)
+        report = Report(report.facts, report.symptoms, {**(report.extra or {}), "plan": plan_data})
     if opts.get("json"):
         _emit_json(to_dict(report))
     else:
         from rich.console import Console
 
-        render_text(report, Console(highlight=False, soft_wrap=True))
+        console = Console(highlight=False, soft_wrap=True)
+        render_text(report, console)
+        if plan_data is not None:
+            from fixdnn.render_plan import render_plan
+
+            render_plan(plan_data, console)
     return report.exit_code
 
 
@@ -91,10 +104,13 @@ def main(
     facts_file: Optional[str] = typer.Option(None, "--facts", help="Diagnose a facts file saved with 'fixdnn facts'."),
     verify_all: bool = typer.Option(False, "--verify-all",
                                     help="Verify every installed package's files against its record, not only DNN ones."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Also show the repair plan (commands, file diffs); change nothing."),
+    offline: bool = typer.Option(False, "--offline", help="Plan without network: no index queries, prefer copies on disk."),
+    rules: Optional[list[str]] = typer.Option(None, "--rules", help="Extra rules DIR (remedies/*.toml, errors.toml); wins by id."),
 ) -> None:
     """Diagnose the environment (the active venv / conda env, or --python / --prefix)."""
     ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "facts_file": facts_file,
-               "verify_all": verify_all}
+               "verify_all": verify_all, "dry_run": dry_run, "offline": offline, "rules": list(rules or ())}
     _report_interrupted()
     if ctx.invoked_subcommand is None:
         raise typer.Exit(diagnose(ctx.obj))

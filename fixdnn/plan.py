@@ -326,3 +326,24 @@ def _resolve(actions: list[Action], ctx: Context) -> tuple[list[Action], list[st
 
 
 __all__ = ["ONLY_BINARY", "RenderError", "exact_pin", "plan", "render", "scope_for"]
+
+
+def build_plan(facts, symptoms, opts: dict | None = None, *, host=None, check: bool = True) -> Plan:
+    """The CLI's entry point (not pure): load the rules (``opts["rules"]``: extra dirs), build the context
+    from the facts and the target's pip (``opts["offline"]``), plan, then check every pin's availability."""
+    from fixdnn import compat as compat_mod
+    from fixdnn import context as context_mod
+    from fixdnn import rules as rules_mod
+    from fixdnn.host import Host
+
+    opts = opts or {}
+    rules = rules_mod.load(list(opts.get("rules") or ()))
+    host = host or Host()
+    compat = compat_mod.load()
+    ctx = context_mod.build(facts, host, offline=bool(opts.get("offline")), compat=compat)
+    result = plan(symptoms, ctx, rules, compat)
+    if check:
+        from fixdnn.pipcheck import check_plan
+
+        result = check_plan(result, ctx, host)
+    return result

@@ -1,0 +1,121 @@
+"""Show a plan without carrying it out: the exact commands, and the diff of every file env actions would
+change (``etc/fixdnn/env.toml``, the rendered scripts, the activate blocks), rendered with ``fixdnn.shell``
+and never written."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from fixdnn.actions import ENV_KINDS, Action, Plan
+
+_OP = {"env-set": "set", "env-unset": "unset", "path-prepend": "path-prepend", "path-remove": "path-remove"}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError:
+        return ""
+
+
+def env_file_diffs(plan: Plan, prefix: str | None) -> tuple[list[tuple[str, str]], str | None]:
+    """[(path, unified diff)] the env actions would produce, or ([], why not)."""
+    env_actions = [a for a in plan.actions if a.kind in ENV_KINDS]
+    if not env_actions:
+        return [], None
+    if not prefix:
+        return [], "no environment prefix: variables cannot be persisted"
+    from fixdnn.shell.envfile import EnvFile, EnvFileError, EnvOp
+    from fixdnn.shell.install import ShellInstallError, _changes
+
+    try:
+        current = EnvFile.load(EnvFile.path_for(prefix))
+        ops = [EnvOp(_OP[a.kind], a.name or "", None if a.kind == "env-unset" else a.value, a.reason,
+                     ", ".join(a.fixes)) for a in env_actions]
+        changes = _changes(prefix, EnvFile(current.ops + tuple(ops)))
+    except (ShellInstallError, EnvFileError) as exc:
+        return [], str(exc)
+    out = []
+    for path, text in changes:
+        old = _read(path)
+        diff = "".join(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
+                                            fromfile=str(path) if old else "/dev/null", tofile=str(path)))
+        out.append((str(path), diff))
+    return out, None
+
+
+def _write_file_diff(a: Action) -> str:
+    old = _read(Path(a.path or ""))
+    return "".join(difflib.unified_diff(old.splitlines(True), (a.content or "").splitlines(True),
+                                        fromfile=a.path or "" if old else "/dev/null", tofile=a.path or ""))
+
+
+def action_dict(a: Action, python: str | None) -> dict:
+    out: dict = {"kind": a.kind, "fixes": list(a.fixes), "remedy": a.remedy, "reason": a.reason}
+    if a.kind in ("pip-install", "pip-uninstall"):
+        out["command"] = a.command(python)
+        out["packages"] = list(a.packages)
+        out["available"] = a.available
+        out["check"] = a.check
+        if a.hashes:
+            out["hashes"] = list(a.hashes)
+    elif a.kind in ENV_KINDS:
+        out["name"] = a.name
+        out["value"] = a.value
+        out["describe"] = a.describe(python)
+    elif a.kind == "write-file":
+        out["path"] = a.path
+        out["diff"] = _write_file_diff(a)
+    else:
+        out["text"] = a.text
+    return out
+
+
+def plan_dict(plan: Plan, python: str | None, prefix: str | None) -> dict:
+    diffs, why = env_file_diffs(plan, prefix)
+    notes = list(plan.notes) + ([f"environment changes: {why}"] if why else [])
+    return {
+        "actions": [action_dict(a, python) for a in plan.actions],
+        "files": [{"path": p, "diff": d} for p, d in diffs],
+        "notes": notes,
+        "unfixed": list(plan.unfixed),
+        "runnable": plan.runnable,
+    }
+
+
+def render_plan(data: dict, console) -> None:
+    """Print the ``plan_dict`` for a person."""
+    from rich.markup import escape
+
+    console.print()
+    if not data["actions"] and not data["unfixed"]:
+        console.print("[bold]plan:[/bold] nothing to change")
+        return
+    console.print("[bold]plan[/bold] (dry run: nothing was changed)")
+    for n, a in enumerate(data["actions"], 1):
+        line = a.get("command") or a.get("describe") or (f"write {a['path']}" if a["kind"] == "write-file"
+                                                          else f"manual: {a.get('text', '')}")
+        status = ""
+        if a["kind"] == "pip-install":
+            status = {True: " [green](available)[/green]", False: " [red](UNAVAILABLE)[/red]",
+                      None: " [yellow](not checked)[/yellow]"}[a["available"]]
+        console.print(f"{n}. {escape(line)}{status}")
+        console.print(f"   [dim]fixes:[/dim] {escape(', '.join(a['fixes']))}  [dim]rule:[/dim] {escape(a['remedy'])}")
+        console.print(f"   [dim]why:[/dim] {escape(a['reason'])}")
+        if a.get("check"):
+            console.print(f"   [dim]checked:[/dim] {escape(a['check'])}")
+        if a.get("diff"):
+            console.print(escape(a["diff"].rstrip("\n")))
+    for f in data["files"]:
+        console.print(f"[dim]--- {escape(f['path'])}[/dim]")
+        console.print(escape(f["diff"].rstrip("\n")), soft_wrap=True)
+    for name in data["unfixed"]:
+        console.print(f"[yellow]no automatic fix[/yellow] for {escape(name)}")
+    for note in data["notes"]:
+        console.print(f"[dim]note:[/dim] {escape(note)}")
+    if not data["runnable"]:
+        console.print("[red]this plan cannot run as shown: a pinned wheel is not available[/red]")
+
+
+__all__ = ["action_dict", "env_file_diffs", "plan_dict", "render_plan"]
