@@ -472,10 +472,10 @@ class _Process:
         if res.path is None:
             self.uses.append(RuntimeUse(consumer, requester.path, soname, None, f"DT_NEEDED: {res.error or 'not found'}"))
             return
-        self.inv.add(res.path, f"loaded for {consumer}")
-        self.loaded[soname] = res.path
-        self.uses.append(RuntimeUse(consumer, requester.path, soname, res.path, f"DT_NEEDED via {res.source}"))
-        self.follow(consumer, res.path, depth + 1)
+        real = self.inv.add(res.path, f"loaded for {consumer}") or self.host.realpath(res.path)
+        self.loaded[soname] = real
+        self.uses.append(RuntimeUse(consumer, requester.path, soname, real, f"DT_NEEDED via {res.source} ({res.path})"))
+        self.follow(consumer, real, depth + 1)
 
     def follow(self, consumer: str, path: str, depth: int = 0) -> None:
         if depth > 4:
@@ -498,9 +498,9 @@ class _Process:
         real = self.inv.add(path, how)
         if real is None:
             return
-        self.loaded[soname] = path
-        self.uses.append(RuntimeUse(consumer, path, soname, path, how))
-        self.follow(consumer, path, 1)
+        self.loaded[soname] = real
+        self.uses.append(RuntimeUse(consumer, path, soname, real, how))
+        self.follow(consumer, real, 1)
 
 
 def gather(host: Host, target: TargetInfo, dists: tuple[Distribution, ...], conda: CondaEnv, loader_env,

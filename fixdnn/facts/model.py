@@ -207,7 +207,7 @@ class RuntimeUse:
     consumer: str  # torch | tensorflow | numpy | mkl | LD_PRELOAD | ...
     requester: str  # the object whose DT_NEEDED names it (or the vendoring directory)
     soname: str
-    path: str | None  # the file mapped; None when the loader finds nothing
+    path: str | None  # realpath of the file mapped; None when the loader finds nothing
     how: str  # one line: "DT_NEEDED via DT_RPATH", "already loaded by torch", "vendored in numpy.libs", ...
 
 
