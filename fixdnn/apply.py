@@ -356,7 +356,8 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
         if action.kind == "pip-install":
             listing = txnmod.scan(target.prefix, txn.exclude())
             intent["listing"] = txn.write_json(f"step-{step}.listing.json", listing)
-        intent["stash"] = txn.prepare_stash(step, paths, target.prefix)
+        intent["stash"] = txn.prepare_stash(step, paths, target.prefix,
+                                               (*target.site_dirs, *map(os.path.realpath, target.site_dirs)))
         intent["stashed"] = item.stash_names
         txn.append(intent)
         txnmod._hook(f"{step}:intent")

@@ -396,15 +396,16 @@ class Transaction:
     def read_json(self, name: str) -> Any:
         return json.loads((self.folder / name).read_bytes())
 
-    def prepare_stash(self, step: int, paths: list[str], stop: str) -> str:
-        """Record where each path goes and the folders above it, before anything moves."""
+    def prepare_stash(self, step: int, paths: list[str], stop: str, keep: tuple[str, ...] = ()) -> str:
+        """Record where each path goes and the folders above it (below ``stop``, never those in ``keep``:
+        the site dirs stay even when emptied), before anything moves."""
         moves = []
         dirs: dict[str, int] = {}
         for k, path in enumerate(paths):
             moves.append([path, os.path.join(os.fspath(self.stash_root), str(step), str(k))])
             parent = os.path.dirname(path)
             while parent.startswith(stop + "/") or parent == stop:
-                if parent in dirs or parent == stop:
+                if parent in dirs or parent == stop or parent in keep:
                     break
                 with contextlib.suppress(FileNotFoundError):
                     dirs[parent] = stat.S_IMODE(os.lstat(parent).st_mode)
