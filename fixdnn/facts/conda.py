@@ -72,6 +72,8 @@ def gather(host: Host, prefix: str | None, wanted=None) -> CondaEnv:
         env.unknowns.append(Unknown(f"conda records in {meta}", exc.reason))
         return env
     packages = []
+    exact: dict[str, CondaFile] = {}
+    via_link: dict[str, CondaFile] = {}
     for name in names:
         if not name.endswith(".json"):
             continue
@@ -110,8 +112,10 @@ def gather(host: Host, prefix: str | None, wanted=None) -> CondaEnv:
                 continue
             owner = CondaFile(pkg_name, version, hashes.get(rel))
             full = f"{root}/{rel}"
-            env.files.setdefault(full, owner)
-            env.files.setdefault(host.realpath(full), owner)
+            exact.setdefault(full, owner)
+            via_link.setdefault(host.realpath(full), owner)
+    # A file's own record wins over a record that only owns a link to it (_openmp_mutex's libgomp.so.1).
+    env.files = {**via_link, **exact}
     env.packages = tuple(sorted(packages, key=lambda p: p.name))
     return env
 

@@ -158,7 +158,7 @@ def mkl_incomplete(facts: Facts, compat):
         return
     libs = facts.cpu.libraries
     extra = _reachable_dirs(facts)
-    for lib in libs:
+    for lib in sorted(libs, key=lambda x: x.role != "rt"):  # libmkl_rt first: it is what users link
         if lib.kind != "mkl" or lib.role not in ("rt", "core") or lib.error is not None:
             continue
         if lib.found_in and all(place == "/opt/intel" for place in lib.found_in):
