@@ -227,6 +227,9 @@ def plan(symptoms, ctx: Context, rules: Rules, compat=None) -> Plan:
     unfixed: list[str] = []
     ordered = sorted(enumerate(symptoms), key=lambda p: (_SEVERITY.get(p[1].severity, 3), p[0]))
     for _, symptom in ordered:
+        if symptom.severity == "info":
+            notes.append(f"{symptom.name}: informational, nothing to change ({symptom.hint or symptom.summary})")
+            continue
         candidates = rules.for_symptom(symptom.name)
         scope = scope_for(symptom.evidence, ctx, alternatives(symptom, compat))
         rejected: list[str] = []

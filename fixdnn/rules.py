@@ -145,7 +145,7 @@ class _Lines:
 
     def __init__(self, text: str):
         self.text = text
-        self.starts = [m.start() for m in re.finditer(r"^\s*\[\[(remedy|error)\]\]\s*$", text, re.M)]
+        self.starts = [m.start() for m in re.finditer(r"^[ \t]*\[\[(remedy|error)\]\][ \t]*$", text, re.M)]
 
     def line_at(self, pos: int) -> int:
         return self.text.count("\n", 0, pos) + 1
