@@ -44,10 +44,10 @@ class Host:
         self.environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
 
     # -- paths -------------------------------------------------------------------------------------
-    def real(self, path: str) -> Path:
+    def real(self, path: str) -> Path | str:
         """The on-disk location of ``path`` as the target sees it (no symlink resolution)."""
         if self.root is None:
-            return Path(path)
+            return path  # a str: stat() and open() on hot paths skip pathlib's parsing
         p = os.path.normpath("/" + path.lstrip("/")) if os.path.isabs(path) else path
         return self.root / p.lstrip("/")
 
@@ -106,7 +106,7 @@ class Host:
 
     def stat(self, path: str) -> os.stat_result:
         """stat() following symlinks (inside the root)."""
-        target = self.real(self.realpath(path)) if self.root else Path(path)
+        target = self.real(self.realpath(path)) if self.root else path
         try:
             return os.stat(target)
         except (OSError, ValueError) as exc:
@@ -120,7 +120,7 @@ class Host:
 
     def listdir(self, path: str) -> list[str]:
         """Sorted entry names; raises HostError for a missing or unreadable directory."""
-        target = self.real(self.realpath(path)) if self.root else Path(path)
+        target = self.real(self.realpath(path)) if self.root else path
         try:
             return sorted(os.listdir(target))
         except (OSError, ValueError) as exc:
@@ -131,7 +131,7 @@ class Host:
         return self.read_bytes(path, limit).decode("utf-8", errors="replace")
 
     def read_bytes(self, path: str, limit: int = 4 << 20) -> bytes:
-        target = self.real(self.realpath(path)) if self.root else Path(path)
+        target = self.real(self.realpath(path)) if self.root else path
         try:
             with open(target, "rb") as fh:
                 return fh.read(limit)
@@ -140,7 +140,7 @@ class Host:
 
     def open_binary(self, path: str):
         """An open binary file object (for streaming readers such as the ELF parser and hashing)."""
-        target = self.real(self.realpath(path)) if self.root else Path(path)
+        target = self.real(self.realpath(path)) if self.root else path
         try:
             return open(target, "rb")
         except (OSError, ValueError) as exc:

@@ -119,8 +119,12 @@ def _bases(location: str, target: TargetInfo) -> tuple[str, ...]:
     return tuple(dict.fromkeys(bases))
 
 
+_URLSAFE = str.maketrans("-_", "+/")
+
+
 def _b64(digest: str) -> bytes:
-    return base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
+    # binascii directly: base64.urlsafe_b64decode's wrappers cost more than the decode, per RECORD line
+    return binascii.a2b_base64((digest + "=" * (-len(digest) % 4)).translate(_URLSAFE))
 
 
 def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list[Entry], int, list[str], list[str]]:
@@ -129,14 +133,19 @@ def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list
     skipped = 0
     malformed: list[str] = []
     refused: list[str] = []
+    digest_sizes: dict[str, int] = {}
+    location = os.path.normpath(location)
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            row = next(csv.reader([line]))
-        except (csv.Error, StopIteration) as exc:
-            malformed.append(f"line {number}: {exc or 'unreadable'}")
-            continue
+        if '"' in line:  # quoted fields (commas in file names): the csv module; otherwise a cheap split
+            try:
+                row = next(csv.reader([line]))
+            except (csv.Error, StopIteration) as exc:
+                malformed.append(f"line {number}: {exc or 'unreadable'}")
+                continue
+        else:
+            row = line.rsplit(",", 2) if line.count(",") >= 2 else line.split(",")
         if len(row) != 3 or not row[0]:
             malformed.append(f"line {number}: expected 3 fields (path,hash,size), got {len(row)}")
             continue
@@ -157,8 +166,10 @@ def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list
         except (binascii.Error, ValueError):
             malformed.append(f"line {number}: digest {value!r} is not urlsafe base64")
             continue
-        if len(digest) != hashlib.new(algo).digest_size:
-            malformed.append(f"line {number}: digest has {len(digest)} bytes, {algo} has {hashlib.new(algo).digest_size}")
+        if algo not in digest_sizes:
+            digest_sizes[algo] = hashlib.new(algo).digest_size
+        if len(digest) != digest_sizes[algo]:
+            malformed.append(f"line {number}: digest has {len(digest)} bytes, {algo} has {digest_sizes[algo]}")
             continue
         size: int | None = None
         if size_field.strip():
@@ -169,7 +180,10 @@ def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list
             except ValueError:
                 malformed.append(f"line {number}: size {size_field!r} is not a number")
                 continue
-        full = os.path.normpath(rel if rel.startswith("/") else f"{location}/{rel}")
+        if rel.startswith("/") or "/." in rel or rel.startswith(".") or "//" in rel:
+            full = os.path.normpath(rel if rel.startswith("/") else f"{location}/{rel}")
+        else:
+            full = f"{location}/{rel}"  # already normal: skip normpath on the common path
         if not _inside(full, bases):
             refused.append(rel)
             skipped += 1
@@ -303,12 +317,9 @@ def load_cache(path: Path | None) -> dict[str, list]:
         return {}
     if not isinstance(data, dict) or data.get("schema") != CACHE_SCHEMA or not isinstance(data.get("files"), dict):
         return {}
-    out = {}
-    for name, value in data["files"].items():
-        if (isinstance(value, list) and len(value) == 5 and all(isinstance(v, int) for v in value[:4])
-                and isinstance(value[4], dict) and all(isinstance(v, str) for v in value[4].values())):
-            out[name] = value
-    return out
+    # Entries are checked where they are used (a wrong shape is a miss), not here: this file holds an
+    # entry per installed file, and a full pass over it cost more than the rest of a warm check.
+    return data["files"]
 
 
 def save_cache(path: Path, files: dict[str, list]) -> None:
@@ -392,12 +403,10 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
             return observed[path]
         link = None
         try:
-            if stat_mod.S_ISLNK(host.lstat(path).st_mode):
+            st = host.lstat(path)
+            if stat_mod.S_ISLNK(st.st_mode):  # only links need the second stat (and a realpath)
                 link = host.realpath(path)
-        except HostError:
-            pass
-        try:
-            st = host.stat(path)
+                st = host.stat(path)
             result = ("ok", st, link)
         except HostError as exc:
             result = ("missing" if exc.reason == os.strerror(2) else "unreadable", exc.reason, link)
@@ -414,12 +423,12 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
             if e.algorithm is None:
                 continue
             hit = cache.get(e.path)
-            if hit is not None and hit[:4] == _key(st) and e.algorithm in hit[4]:
-                try:
+            try:
+                if hit[:4] == _key(st):
                     digests[(e.path, e.algorithm)] = bytes.fromhex(hit[4][e.algorithm])
                     continue
-                except ValueError:
-                    pass
+            except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+                pass  # no entry, or one of the wrong shape: hash again
             wanted[(e.path, e.algorithm)] = st
 
     failures: dict[tuple[str, str], str] = {}
