@@ -1,0 +1,257 @@
+"""The planner: each symptom found in a synthetic environment (EnvBuilder) gives the expected plan; the plan
+is ordered, de-duplicated and conflict-free; refusals (non-exact pins, relative paths) are noted."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from fixdnn import compat as compat_mod
+from fixdnn import context as context_mod
+from fixdnn import rules as rules_mod
+from fixdnn.actions import Action
+from fixdnn.plan import plan
+from fixdnn.symptoms.registry import Symptom
+from tests.conftest import run_diagnosis
+from tests.envkit.elfkit import build_so
+from tests.envkit.env import EnvBuilder, stray_cudnn
+
+RULES = rules_mod.load(include_user=False)
+COMPAT = compat_mod.load()
+
+
+def plan_for(python, environ, *, online=True, **over):
+    facts, symptoms = run_diagnosis(python, environ)
+    ctx = context_mod.build(facts, None, compat=COMPAT)
+    if online:  # EnvBuilder venvs have no pip: pretend the target has one (the e2e tests use a real one)
+        ctx = replace(ctx, installer="pip", installer_argv=(str(python), "-m", "pip"))
+    ctx = replace(ctx, **over)
+    return facts, symptoms, plan(symptoms, ctx, RULES, COMPAT)
+
+
+def for_symptom(p, name):
+    return [a for a in p.actions if name in a.fixes]
+
+
+@pytest.fixture
+def torch_env(tmp_path):
+    return EnvBuilder(tmp_path / "venv").torch_cuda13()
+
+
+@pytest.fixture
+def tf_env(tmp_path):
+    return EnvBuilder(tmp_path / "venv").tensorflow_cuda12()
+
+
+def test_healthy_environment_plans_nothing_but_a_note(torch_env, environ):
+    _, symptoms, p = plan_for(torch_env.python, environ)
+    assert p.actions == () and p.unfixed == ()
+    assert any("driver-missing: informational" in n for n in p.notes)
+
+
+def test_cudnn_missing_installs_the_framework_pin(torch_env, environ):
+    shutil.rmtree(torch_env.cudnn_lib.parent)
+    shutil.rmtree(next(torch_env.site.glob("nvidia_cudnn_cu13-*.dist-info")))
+    _, _, p = plan_for(torch_env.python, environ)
+    [a] = for_symptom(p, "cudnn-missing")
+    assert a.kind == "pip-install" and a.packages == ("nvidia-cudnn-cu13==9.24.0.43",)
+    assert a.pip_args[0] == "--only-binary=:all:" and a.remedy == "cudnn-missing.framework-pin"
+    assert "preferred over cudnn-missing.tensorflow-and-cuda" in a.reason
+    assert a.command(str(torch_env.python)).endswith("install --only-binary=:all: nvidia-cudnn-cu13==9.24.0.43")
+
+
+def test_cudnn_missing_offline_is_a_manual_step(torch_env, environ):
+    shutil.rmtree(torch_env.cudnn_lib.parent)
+    shutil.rmtree(next(torch_env.site.glob("nvidia_cudnn_cu13-*.dist-info")))
+    _, _, p = plan_for(torch_env.python, environ, offline=True)
+    [a] = for_symptom(p, "cudnn-missing")
+    assert a.kind == "manual" and "cuDNN 9" in a.text
+    assert "not cudnn-missing.framework-pin (no installer can fetch wheels" in a.reason
+    assert p.actions[-1].kind == "manual"
+
+
+def test_version_mismatch_from_ld_library_path_is_removed_from_it(tf_env, environ, tmp_path):
+    old = stray_cudnn(tmp_path / "old cudnn", "9.1.0")
+    environ["LD_LIBRARY_PATH"] = str(old)
+    _, _, p = plan_for(tf_env.python, environ)
+    [a] = for_symptom(p, "cudnn-version-mismatch")
+    assert (a.kind, a.name, a.value) == ("path-remove", "LD_LIBRARY_PATH", str(old))
+
+
+def test_version_mismatch_without_a_usable_copy_uses_tensorflow_and_cuda(tf_env, environ):
+    shutil.rmtree(tf_env.cudnn_lib.parent)
+    shutil.rmtree(next(tf_env.site.glob("nvidia_cudnn_cu12-*.dist-info")))
+    tf_env.add_cudnn_wheel("9.1.0.70", 12)
+    _, symptoms, p = plan_for(tf_env.python, environ)
+    [a] = for_symptom(p, "cudnn-version-mismatch")
+    assert a.packages == ("tensorflow[and-cuda]==2.20.0",)
+
+
+def test_shadowed_by_pythonpath_removes_the_entry(torch_env, environ, tmp_path):
+    other = EnvBuilder(tmp_path / "other", real_python=False)
+    other.add_cudnn_wheel("9.13.0.50", 13, dist=False)
+    environ["PYTHONPATH"] = str(other.site)
+    _, _, p = plan_for(torch_env.python, environ)
+    shadow = for_symptom(p, "cudnn-shadowed")
+    assert [(a.kind, a.name, a.value) for a in shadow] == [("path-remove", "PYTHONPATH", str(other.site))]
+    # The mismatch (an error, planned first) reinstalls torch's pin; both are in one ordered plan.
+    mismatch = for_symptom(p, "cudnn-version-mismatch")
+    assert mismatch[0].packages == ("nvidia-cudnn-cu13==9.24.0.43",)
+    assert [a.kind for a in p.actions] == ["pip-install", "path-remove"]
+
+
+def test_shadowed_by_current_directory_is_manual(torch_env, environ, tmp_path, monkeypatch):
+    workdir = tmp_path / "project"
+    EnvBuilder(workdir, real_python=False).add_cudnn_wheel("9.26.0.51", 13, location=workdir, dist=False)
+    monkeypatch.chdir(workdir)
+    _, _, p = plan_for(torch_env.python, environ)
+    [a] = for_symptom(p, "cudnn-shadowed")
+    assert a.kind == "manual" and str(workdir) in a.text
+
+
+def test_pin_mismatch_installs_the_pin(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv")
+    env.add_torch()
+    env.add_cudnn_wheel("9.26.0.51", 13)
+    env.add_cuda_wheels(13)
+    _, _, p = plan_for(env.python, environ)
+    [a] = for_symptom(p, "cudnn-pin-mismatch")
+    assert a.packages == ("nvidia-cudnn-cu13==9.24.0.43",)
+    _, _, p = plan_for(env.python, environ, offline=True)
+    assert p.unfixed == ("cudnn-pin-mismatch",) and p.actions == ()
+
+
+def test_incomplete_reinstalls_whole(torch_env, environ):
+    (torch_env.cudnn_lib / "libcudnn_cnn.so.9").unlink()
+    _, _, p = plan_for(torch_env.python, environ)
+    [a] = for_symptom(p, "cudnn-incomplete")
+    assert a.packages == ("nvidia-cudnn-cu13==9.24.0.43",) and "--force-reinstall" in a.pip_args
+
+
+def test_not_on_search_path_offline_prepends_the_copy(tf_env, environ, tmp_path):
+    shutil.rmtree(tf_env.cudnn_lib.parent)
+    root = tmp_path / "tar ball"
+    stray_cudnn(root, "9.5.0")
+    environ["CUDNN_PATH"] = str(root)
+    _, _, online = plan_for(tf_env.python, environ)
+    assert for_symptom(online, "cudnn-not-on-search-path")[0].packages == ("tensorflow[and-cuda]==2.20.0",)
+    _, _, offline = plan_for(tf_env.python, environ, offline=True)
+    [a] = for_symptom(offline, "cudnn-not-on-search-path")
+    assert (a.kind, a.name, a.value) == ("path-prepend", "LD_LIBRARY_PATH", str(root / "lib"))
+
+
+def test_wheel_collision_and_cuda_runtime_missing(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv")
+    env.add_tensorflow()
+    env.add_cudnn_wheel("9.3.0.75", 12)
+    env.add_cuda_wheels(12, "12.5.82", skip=("cudart",))
+    env.add_dist("nvidia-cudnn-cu13", "9.24.0.43", [])
+    _, _, p = plan_for(env.python, environ)
+    assert for_symptom(p, "cudnn-wheel-collision")[0].kind == "manual"
+    [a] = for_symptom(p, "cuda-runtime-missing")
+    assert a.packages == ("tensorflow[and-cuda]==2.20.0",)
+
+
+def test_cuda_runtime_mismatch_is_explained(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv")
+    env.add_torch()
+    env.add_cudnn_wheel()
+    env.add_cuda_wheels(13, skip=("cudart",))
+    bad = tmp_path / "hand made"
+    build_so(bad / "libcudart.so.12.8.0", "libcudart.so.12")
+    (bad / "libcudart.so.13").symlink_to("libcudart.so.12.8.0")
+    environ["LD_LIBRARY_PATH"] = str(bad)
+    _, symptoms, p = plan_for(env.python, environ)
+    [a] = for_symptom(p, "cuda-runtime-mismatch")
+    assert a.kind == "manual" and str(bad) in a.text
+
+
+def test_framework_pins_conflict_offers_alternatives(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv")
+    env.torch_cuda13()
+    env.add_tensorflow("2.15.0", cuda="12.2", cudnn_major=8,
+                       requires=['nvidia-cudnn-cu12==8.9.4.25; extra == "and-cuda"'])
+    _, _, p = plan_for(env.python, environ)
+    [a] = for_symptom(p, "framework-pins-conflict")
+    assert a.kind == "manual" and "cannot share one environment" in a.text and "own environment" in a.text
+    assert "tensorflow 2.2" in a.text or "tensorflow 2.1" in a.text  # TF releases built for cuDNN 9
+
+
+def test_driver_too_old_is_manual_and_last():
+    s = [Symptom("FDN121", "driver-too-old", "error", "x", {"framework": "torch", "driver": "535.1",
+                                                            "minimum": "580.65.06", "cuda": "13.0"}),
+         Symptom("FDN103", "cudnn-pin-mismatch", "warning", "y", {"framework": "torch", "distribution": "nvidia-cudnn-cu13",
+                                                                  "pinned": "9.24.0.43", "installed": "9.26", "location": "/e"})]
+    p = plan(s, context_mod.from_dict({}), RULES, COMPAT)
+    assert [a.kind for a in p.actions] == ["pip-install", "manual"]
+    assert "580.65.06" in p.actions[-1].text
+
+
+# -- combining ------------------------------------------------------------------------------------------
+def _ctx(**kw):
+    return context_mod.from_dict(kw)
+
+
+def test_duplicates_merge_their_fixes():
+    ev = {"framework": "torch", "distribution": "nvidia-cudnn-cu13", "pinned": "9.24.0.43", "installed": "9.1",
+          "location": "/e"}
+    ev2 = {"framework": "torch", "shim": "/e/libcudnn.so.9", "missing": ["libcudnn_cnn.so.9"], "versions": {}}
+    s = [Symptom("FDN103", "cudnn-pin-mismatch", "warning", "", ev), Symptom("FDN105", "cudnn-incomplete", "error", "", ev2)]
+    p = plan(s, _ctx(frameworks={"torch": {"cudnn_pin": "nvidia-cudnn-cu13==9.24.0.43"}}), RULES, COMPAT)
+    # The same pin once: the error's step (with --force-reinstall) also fixes the warning.
+    assert [a.fixes for a in p.actions] == [("cudnn-incomplete", "cudnn-pin-mismatch")]
+    assert "--force-reinstall" in p.actions[0].pip_args
+    s = [Symptom("FDN103", "cudnn-pin-mismatch", "warning", "", ev), Symptom("FDN103", "cudnn-pin-mismatch", "warning", "", ev)]
+    p = plan(s, _ctx(), RULES, COMPAT)
+    assert len(p.actions) == 1
+
+
+def test_conflicting_pins_keep_the_framework_pin():
+    a = {"framework": "torch", "distribution": "nvidia-cudnn-cu13", "pinned": "9.26.0.51", "installed": "9.1", "location": "/e"}
+    b = dict(a, pinned="9.24.0.43")
+    s = [Symptom("FDN103", "cudnn-pin-mismatch", "warning", "", a), Symptom("FDN103", "cudnn-pin-mismatch", "warning", "", b)]
+    p = plan(s, _ctx(pins={"nvidia-cudnn-cu13": "9.24.0.43"}), RULES, COMPAT)
+    assert [x.packages for x in p.actions] == [("nvidia-cudnn-cu13==9.24.0.43",)]
+    assert any("nvidia-cudnn-cu13==9.26.0.51" in n and "framework's own pin" in n for n in p.notes)
+
+
+def test_contradicting_path_actions_keep_the_first():
+    mism = {"framework": "tensorflow", "needs": {"major": 9, "minimum": "9.3"},
+            "loaded": {"path": "/opt/c/lib/libcudnn.so.9", "version": "9.5.0", "found_in": ["ld.so.cache"]},
+            "usable_copies": [{"path": "/opt/d/lib/libcudnn.so.9", "version": "9.5.0"}]}
+    missing_dir = {"variable": "LD_LIBRARY_PATH", "index": 0, "entry": "/opt/d/lib", "exists": False}
+    s = [Symptom("FDN102", "cudnn-version-mismatch", "error", "", mism),
+         Symptom("FDN301", "ld-library-path-missing-dir", "warning", "", missing_dir)]
+    p = plan(s, _ctx(offline=True), RULES, COMPAT)
+    assert [(a.kind, a.value) for a in p.actions] == [("path-prepend", "/opt/d/lib")]
+    assert any("contradicts" in n for n in p.notes)
+
+
+def test_unknown_symptom_is_unfixed_and_order_is_uninstall_install_env_manual():
+    p = plan([Symptom("FDN999", "no-such-thing", "error", "", {})], _ctx(), RULES, COMPAT)
+    assert p.unfixed == ("no-such-thing",) and p.actions == ()
+    from fixdnn.plan import _ORDER
+
+    kinds = sorted(["manual", "env-set", "pip-install", "path-prepend", "pip-uninstall", "write-file"], key=_ORDER.get)
+    assert kinds == ["pip-uninstall", "pip-install", "path-prepend", "env-set", "write-file", "manual"]
+
+
+def test_a_range_pin_is_refused_when_rendered():
+    """A framework pin that is not exact (a user rule, a new metadata shape) never reaches pip."""
+    ev = {"framework": "torch", "needs": {"major": 9}, "soname": "libcudnn.so.9", "other_copies": []}
+    p = plan([Symptom("FDN101", "cudnn-missing", "error", "", ev)],
+             _ctx(frameworks={"torch": {"cudnn_pin": "nvidia-cudnn-cu13>=9.24"}}), RULES, COMPAT)
+    assert p.actions[0].kind == "manual"
+    assert any("exact pins only" in n for n in p.notes)
+
+
+def test_pip_config_is_parsed_with_precedence():
+    text = ("global.index-url='https://mirror.invalid/simple'\ninstall.index-url='http://127.0.0.1:1/simple/'\n"
+            "global.extra-index-url='http://127.0.0.1:2/a http://127.0.0.1:3/b'\nglobal.find-links='/w h'\n"
+            ":env:.no-index='true'\n")
+    cfg = context_mod.parse_pip_config(text)
+    assert cfg.index_url == "http://127.0.0.1:1/simple/"
+    assert cfg.extra_index_urls == ("http://127.0.0.1:2/a", "http://127.0.0.1:3/b")
+    assert cfg.no_index is True
