@@ -516,9 +516,9 @@ def gather(host: Host, target: TargetInfo, dists: tuple[Distribution, ...], cond
 
     proc = _Process(host, rules, inv, loader_env)
     for index, raw in enumerate(p for p in re.split(r"[: \t\n]", host.env("LD_PRELOAD") or "") if p):
-        if "/" in raw and inv.classify(host.realpath(raw).rsplit("/", 1)[-1]) or inv.classify(raw.rsplit("/", 1)[-1]):
-            if "/" in raw:
-                proc.direct("LD_PRELOAD", raw, f"LD_PRELOAD[{index}]")
+        # A bare name is searched like DT_NEEDED; only paths are modelled here (FDN304 reports both).
+        if "/" in raw and (inv.classify(raw.rsplit("/", 1)[-1]) or inv.classify(host.realpath(raw).rsplit("/", 1)[-1])):
+            proc.direct("LD_PRELOAD", raw, f"LD_PRELOAD[{index}]")
     # Copies vendored by auditwheel are mapped by the extension module next to them: treat each as used.
     for real in list(inv.order):
         entry = inv.entries[real]
