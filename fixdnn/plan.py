@@ -340,7 +340,7 @@ def build_plan(facts, symptoms, opts: dict | None = None, *, host=None, check: b
     from fixdnn.host import Host
 
     opts = opts or {}
-    rules = rules_mod.load(list(opts.get("rules") or ()))
+    rules = rules_mod.load(list(opts.get("rules") or ()), errors=False)
     host = host or Host()
     compat = compat_mod.load()
     ctx = context_mod.build(facts, host, offline=bool(opts.get("offline")), compat=compat)

@@ -406,8 +406,9 @@ def known_symptoms() -> set[str]:
 
 
 def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: Path | None = None,
-         known: set[str] | None = None, include_user: bool = True) -> Rules:
-    """Shipped rules, then the user's config dir, then each ``--rules DIR``: later layers win by id."""
+         known: set[str] | None = None, include_user: bool = True, errors: bool = True) -> Rules:
+    """Shipped rules, then the user's config dir, then each ``--rules DIR``: later layers win by id.
+    ``errors=False`` skips ``errors.toml`` (planning does not need it)."""
     known = known_symptoms() if known is None else known
     layers: list[Path] = [shipped or rules_dir()]
     if include_user:
@@ -420,18 +421,18 @@ def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: 
             raise RulesError(f"--rules {d}: not a directory")
         layers.append(p)
     remedies: list[Remedy] = []
-    errors: list[ErrorSignature] = []
+    signatures: list[ErrorSignature] = []
     for layer in layers:
         layer_rem: list[Remedy] = []
         for f in sorted((layer / "remedies").glob("*.toml")) if (layer / "remedies").is_dir() else ():
             layer_rem += _remedies_from(f, known)
         remedies = _merge(remedies, layer_rem, "remedy")
-        if (layer / "errors.toml").is_file():
-            errors = _merge(errors, _errors_from(layer / "errors.toml", known), "error")
+        if errors and (layer / "errors.toml").is_file():
+            signatures = _merge(signatures, _errors_from(layer / "errors.toml", known), "error")
     # Priority: explicit priority first, then load order.
     ordered = [Remedy(r.id, r.symptom, r.reason, r.when, r.actions, r.cases, r.priority * 1000 + n, r.source)
                for n, r in enumerate(remedies)]
-    return Rules(tuple(ordered), tuple(errors), tuple(str(p) for p in layers))
+    return Rules(tuple(ordered), tuple(signatures), tuple(str(p) for p in layers))
 
 
 __all__ = ["CONDITIONS", "Case", "ErrorSignature", "FILTERS", "Remedy", "Rules", "RulesError", "check_action",
