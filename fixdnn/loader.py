@@ -39,6 +39,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from fixdnn.facts.elf import ElfInfo, read_elf
+from fixdnn.facts.ldcache import flags_match
 from fixdnn.host import Host, HostError
 
 SOURCES = (
@@ -94,12 +96,6 @@ class Resolution:
             outcome = f"found {self.soname}" if step.outcome == "found" and step.source != "already-loaded" else step.outcome
             lines.append(f"  {step.detail}{where}: {outcome}")
         return lines
-
-
-# Imported here, after Resolution exists: fixdnn.facts (the package) imports fixdnn.facts.model, which
-# imports Resolution from this module, so importing fixdnn.facts.elf at the top would be circular.
-from fixdnn.facts.elf import ElfInfo, read_elf  # noqa: E402
-from fixdnn.facts.ldcache import flags_match  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
-from fixdnn.compat import Compat
-from fixdnn.facts.model import FACTS_SCHEMA, Facts, Unknown
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the model imports fixdnn.loader, which imports fixdnn.facts.elf: keep this package light
+    from fixdnn.compat import Compat
+    from fixdnn.facts.model import Facts
 
 # Environment variables that change what a DNN process loads or how it behaves (compat.md §7).
 _ENV_NAMES = {
@@ -22,7 +25,8 @@ def relevant_env(environ) -> dict[str, str]:
 
 def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False) -> Facts:
     from fixdnn import compat as compat_mod
-    from fixdnn.facts import distributions, driver, frameworks, libraries, loads
+    from fixdnn.facts import distributions, driver, frameworks, integrity, libraries, loads
+    from fixdnn.facts.model import Facts
     from fixdnn.target import discover
 
     compat = compat or compat_mod.load()
@@ -38,8 +42,6 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     resolved = tuple((o.path, "resolved by the loader model") for o in outcomes if o.path)
     copies, more = libraries.gather(host, target, dists, env.ld_cache, resolved)
     unknowns += more
-    from fixdnn.facts import integrity
-
     checks, more = integrity.gather(host, target, dists, verify_all=verify_all)
     unknowns += more
     cpu_side = _cpu_side(host, target, dists, env)
@@ -66,6 +68,7 @@ def dumps(facts: Facts) -> str:
 
 def loads_json(text: str, origin: str = "facts file") -> Facts:
     """Read a saved facts file; raises ValueError with one line saying what is wrong."""
+    from fixdnn.facts.model import FACTS_SCHEMA, Facts
     from fixdnn.serial import from_json
 
     try:
