@@ -477,12 +477,16 @@ class Transaction:
             created = []
         _remove_created(created)
         # 3. The stash goes back by rename (skipping what is already back, so this can run twice).
-        for orig, dest in manifest["moves"]:
+        #    What now sits at an original path (the new version) is renamed into the trash first:
+        #    freeing 500 MB inside rename() would cost more than all the renames together.
+        trash = self.stash_root / "trash"
+        for k, (orig, dest) in enumerate(manifest["moves"]):
             if not os.path.lexists(dest):
                 continue
             os.makedirs(os.path.dirname(orig), exist_ok=True)
-            if os.path.isdir(orig) and not os.path.islink(orig):
-                shutil.rmtree(orig)
+            if os.path.lexists(orig):
+                trash.mkdir(parents=True, exist_ok=True)
+                os.rename(orig, trash / f"{intent['step']}-{k}")
             os.replace(dest, orig)
         for folder_path, mode in manifest["dirs"].items():
             if os.path.isdir(folder_path):
@@ -523,9 +527,29 @@ class Transaction:
                 self.append({"op": "undone", "step": step})
                 count += 1
                 _hook(f"undo:{step}")
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self.stash_root)
+        discard_later(self.stash_root)
         return count
+
+
+def discard_later(folder: Path) -> None:
+    """Rename ``folder`` aside (instant) and delete it in a detached process: the environment is already
+    whole, and freeing the replaced files' blocks need not hold the user or the lock."""
+    garbage = folder.with_name(f"{folder.name}.garbage-{secrets.token_hex(4)}")
+    try:
+        os.rename(folder, garbage)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.rmdir(folder.parent) if folder.parent.name == STASH_IN_PREFIX else None
+    import subprocess
+    import sys
+
+    try:
+        subprocess.Popen([sys.executable, "-c", "import shutil,sys; shutil.rmtree(sys.argv[1], True)", garbage],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError:
+        shutil.rmtree(garbage, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ child processes
