@@ -435,5 +435,24 @@ def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: 
     return Rules(tuple(ordered), tuple(signatures), tuple(str(p) for p in layers))
 
 
+def describe_remedies(name: str) -> list[str]:
+    """One Markdown line per shipped remedy of a symptom, in preference order (for the reference docs)."""
+    out = []
+    for r in _shipped().for_symptom(name):
+        when = ", ".join(f"{k} = {v!r}" for k, v in r.when.items()) or "always"
+        kinds = ", ".join(a["kind"] for a in r.actions)
+        out.append(f"`{r.id}` ({kinds}; when {when}): {r.reason}")
+    return out
+
+
+_SHIPPED: list[Rules] = []
+
+
+def _shipped() -> Rules:
+    if not _SHIPPED:
+        _SHIPPED.append(load(include_user=False, errors=False))
+    return _SHIPPED[0]
+
+
 __all__ = ["CONDITIONS", "Case", "ErrorSignature", "FILTERS", "Remedy", "Rules", "RulesError", "check_action",
-           "load", "placeholders", "user_rules_dir"]
+           "describe_remedies", "load", "placeholders", "user_rules_dir"]
