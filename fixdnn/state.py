@@ -4,7 +4,7 @@ Layout::
 
     $XDG_STATE_HOME/fixdnn/            (an empty or relative XDG_STATE_HOME is ignored: ~/.local/state/fixdnn)
         envs/<key>/                    one folder per target environment
-            target                     the text the key was made from (for people and `history`)
+            target                     JSON: the root and prefix the key was made from (for people and `history`)
             integrity-cache.json       (fixdnn.facts.integrity) file hashes
             ...                        journals, locks: whoever needs per-environment state
 
@@ -19,6 +19,7 @@ tests). Nothing here writes unless asked (``create=True``, :func:`write_atomic`)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -26,9 +27,12 @@ from pathlib import Path
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_STATE_HOME/fixdnn``, else ``~/.local/state/fixdnn`` (a relative XDG value is ignored too, as
-    the XDG spec asks)."""
+    """``$FIXDNN_STATE_DIR``, else ``$XDG_STATE_HOME/fixdnn``, else ``~/.local/state/fixdnn`` (a relative
+    value is ignored, as the XDG spec asks)."""
     env = os.environ if environ is None else environ
+    explicit = env.get("FIXDNN_STATE_DIR", "")  # an override for tests and unusual setups
+    if explicit and os.path.isabs(explicit):
+        return Path(explicit)
     xdg = env.get("XDG_STATE_HOME", "")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "fixdnn"
@@ -37,7 +41,11 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def env_key(prefix: str, root: str | os.PathLike | None = None) -> str:
-    """The stable folder name of one environment: 16 hex digits of sha256(root NUL prefix)."""
+    """The stable folder name of one environment: 16 hex digits of sha256(root NUL prefix).
+
+    Without a root the prefix is resolved first, so a venv reached through a symlink is one environment."""
+    if root is None:
+        prefix = os.path.realpath(os.fspath(prefix))
     text = f"{os.fspath(root) if root is not None else ''}\0{prefix}"
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
@@ -54,9 +62,20 @@ def env_dir(prefix: str, root: str | os.PathLike | None = None, *, environ: Mapp
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         marker = folder / "target"
         if not marker.exists():
-            where = f"root={os.fspath(root)}\n" if root is not None else ""
-            write_atomic(marker, (where + f"prefix={prefix}\n").encode("utf-8", "surrogateescape"))
+            # JSON, not lines: a prefix may hold a newline
+            record = {"root": os.fspath(root) if root is not None else None,
+                      "prefix": os.path.realpath(prefix) if root is None else prefix}
+            write_atomic(marker, json.dumps(record, ensure_ascii=False).encode("utf-8", "surrogateescape"))
     return folder
+
+
+def target_of(folder: Path) -> dict | None:
+    """``{"root", "prefix"}`` recorded for a per-environment folder, or None when unreadable."""
+    try:
+        data = json.loads((folder / "target").read_bytes().decode("utf-8", "surrogateescape"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_atomic(path: Path, data: bytes) -> None:

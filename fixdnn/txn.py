@@ -45,6 +45,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from fixdnn import state
+
 STASH_IN_PREFIX = ".fixdnn-stash"
 TERMINAL = ("applied", "rolled-back", "failed-and-rolled-back")
 
@@ -69,25 +71,15 @@ class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an
 
 
 def state_root() -> Path:
-    """``$FIXDNN_STATE_DIR``, else ``$XDG_STATE_HOME/fixdnn``, else ``~/.local/state/fixdnn``."""
-    explicit = os.environ.get("FIXDNN_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "state"
-    return base / "fixdnn"
+    """fixdnn's state directory (see :mod:`fixdnn.state`)."""
+    return state.state_dir()
 
 
 def env_state(prefix: str | os.PathLike[str], *, create: bool = True) -> Path:
-    import hashlib
-
-    real = os.path.realpath(os.fspath(prefix))
-    folder = state_root() / "envs" / hashlib.sha256(os.fsencode(real)).hexdigest()[:16]
+    """The environment's state folder (shared with the integrity cache), with its ``txn/`` journal folder."""
+    folder = state.env_dir(os.fspath(prefix), create=create)
     if create:
         (folder / "txn").mkdir(parents=True, exist_ok=True)
-        marker = folder / "prefix"
-        if not marker.exists():
-            _write_durable(marker, os.fsencode(real))
     return folder
 
 
@@ -321,10 +313,8 @@ def interrupted_anywhere() -> list[tuple[str, str]]:
         env_folder = marker.parent.parent.parent
         if is_locked(env_folder):
             continue
-        try:
-            prefix = os.fsdecode((env_folder / "prefix").read_bytes())
-        except OSError:
-            prefix = "?"
+        recorded = state.target_of(env_folder) or {}
+        prefix = recorded.get("prefix") or "?"
         found.append((prefix, marker.parent.name))
     return found
 
@@ -590,18 +580,18 @@ def kill_group(pgid: int, timeout: float = 10.0) -> None:
 
 @contextlib.contextmanager
 def signals_as_interrupt() -> Iterator[dict]:
-    """SIGINT/SIGTERM raise :class:`Interrupted` while ``state['armed']``; otherwise they are deferred."""
-    state: dict[str, Any] = {"armed": True, "pending": None}
+    """SIGINT/SIGTERM raise :class:`Interrupted` while ``signals['armed']``; otherwise they are deferred."""
+    signals: dict[str, Any] = {"armed": True, "pending": None}
 
     def handler(signum, frame):  # noqa: ARG001
-        if state["armed"]:
-            state["armed"] = False
+        if signals["armed"]:
+            signals["armed"] = False
             raise Interrupted(signum)
-        state["pending"] = signum
+        signals["pending"] = signum
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield state
+        yield signals
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)

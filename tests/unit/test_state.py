@@ -33,7 +33,7 @@ def test_env_dir_creates_private_folder_with_marker(tmp_path):
     folder = state.env_dir(prefix, environ=env, create=True)
     assert folder.parent == tmp_path / "fixdnn" / "envs"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    assert (folder / "target").read_text(encoding="utf-8") == f"prefix={prefix}\n"
+    assert state.target_of(folder) == {"root": None, "prefix": os.path.realpath(prefix)}
     assert state.env_dir(prefix, environ=env, create=True) == folder  # idempotent
 
 
