@@ -52,11 +52,38 @@ def _gather(opts: dict):
         except OSError as exc:
             raise UsageError(f"--facts {facts_file}: cannot read ({exc.strerror})") from None
         try:
-            return loads_json(text, facts_file)
+            saved = loads_json(text, facts_file)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
-                  verify_all=bool(opts.get("verify_all")))
+        if opts.get("lock") is None:
+            return saved
+        from dataclasses import replace
+
+        from fixdnn.lockfile import conda_subdir
+
+        return replace(saved, lock=_read_lock(opts["lock"], conda_subdir(saved.target.platform, saved.target.machine)))
+    from fixdnn.lockfile import LockfileError
+
+    try:
+        return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
+                      verify_all=bool(opts.get("verify_all")), lock=opts.get("lock"))
+    except LockfileError as exc:
+        raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else str(exc)) from None
+
+
+def _lock_missing():
+    from fixdnn.lockfile import CondaLockMissing
+
+    return CondaLockMissing
+
+
+def _read_lock(path: str, platform: str | None):
+    from fixdnn.lockfile import LockfileError, read
+
+    try:
+        return read(path, platform)
+    except LockfileError as exc:
+        raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else str(exc)) from None
 
 
 def _emit_json(data: dict) -> None:
@@ -107,10 +134,12 @@ def main(
     dry_run: bool = typer.Option(False, "--dry-run", help="Also show the repair plan (commands, file diffs); change nothing."),
     offline: bool = typer.Option(False, "--offline", help="Plan without network: no index queries, prefer copies on disk."),
     rules: Optional[list[str]] = typer.Option(None, "--rules", help="Extra rules DIR (remedies/*.toml, errors.toml); wins by id."),
+    lock: Optional[str] = typer.Option(None, "--lock", help="Compare with this conda-lock lockfile (lockfile-drift); needs fixdnn[conda]."),
 ) -> None:
     """Diagnose the environment (the active venv / conda env, or --python / --prefix)."""
     ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "facts_file": facts_file,
-               "verify_all": verify_all, "dry_run": dry_run, "offline": offline, "rules": list(rules or ())}
+               "verify_all": verify_all, "dry_run": dry_run, "offline": offline, "rules": list(rules or ()),
+               "lock": lock}
     _report_interrupted()
     if ctx.invoked_subcommand is None:
         raise typer.Exit(diagnose(ctx.obj))
@@ -137,6 +166,31 @@ def symptoms(ctx: typer.Context) -> None:
         return
     for c in checks:
         sys.stdout.write(f"{c.code}  {c.name:<32} {c.severity:<8} {c.title}\n")
+
+
+@app.command("lock")
+def lock_command(
+    ctx: typer.Context,
+    output: str = typer.Option(..., "--output", "-o", help="Lockfile to write (conda-lock format, e.g. conda-lock.yml)."),
+) -> None:
+    """Write the environment's conda and pip packages as a conda-lock lockfile (needs fixdnn[conda])."""
+    from fixdnn.lockfile import CondaLockMissing, LockfileError, available, write
+
+    opts = _options(ctx)
+    if not available():
+        raise UsageError(str(CondaLockMissing()))
+    if opts.get("facts_file"):
+        raise UsageError("lock reads the live environment's records; it cannot use --facts")
+    facts_value = _gather({**opts, "lock": None})
+    try:
+        got = write(output, _host(opts), facts_value)
+    except LockfileError as exc:
+        raise UsageError(str(exc)) from None
+    conda = sum(1 for e in got.entries if e.manager == "conda")
+    out = sys.stdout
+    out.write(f"wrote {output}: {conda} conda and {len(got.entries) - conda} pip packages for {got.platform}\n")
+    for note in got.notes:
+        out.write(f"  note: {note}\n")
 
 
 @app.command("env")

@@ -23,7 +23,8 @@ def relevant_env(environ) -> dict[str, str]:
     return {k: v for k, v in sorted(environ.items()) if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
 
 
-def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False) -> Facts:
+def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False, lock: str | None = None) -> Facts:
+    """``lock``: a conda-lock lockfile to compare with (``facts.lock``); LockfileError when unreadable."""
     from fixdnn import compat as compat_mod
     from fixdnn.facts import distributions, driver, frameworks, integrity, libraries, loads
     from fixdnn.facts.model import Facts
@@ -31,6 +32,11 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
 
     compat = compat or compat_mod.load()
     target, unknowns = discover(host, spec)
+    locked = None
+    if lock is not None:  # read first: a bad lockfile fails before the slow probes
+        from fixdnn.lockfile import conda_subdir, read
+
+        locked = read(lock, conda_subdir(target.platform, target.machine))
     search = tuple(dict.fromkeys(target.sys_path + target.site_dirs))
     dists, more = distributions.gather(host, search)
     unknowns += more
@@ -56,6 +62,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
         env=relevant_env(host.environ),
         unknowns=tuple(unknowns),
         integrity=checks,
+        lock=locked,
         **cpu_side,
     )
 

@@ -145,6 +145,7 @@ class Facts:
     cpu: CpuFacts | None = None  # OpenMP / MKL runtimes, thread settings, loader search path
     conda_packages: tuple[CondaPackage, ...] = ()
     integrity: tuple[InstallCheck, ...] = ()  # packages verified file by file (install-corrupted)
+    lock: LockFacts | None = None  # the lockfile given with --lock (lockfile-drift), read by fixdnn.lockfile
 
     def distribution(self, name: str) -> Distribution | None:
         for dist in self.distributions:
@@ -251,3 +252,28 @@ class CpuFacts:
             if path in (lib.path, lib.realpath):
                 return lib
         return None
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    """One package of a conda-lock lockfile, for the target's platform (plain values: no conda-lock needed)."""
+
+    name: str  # conda name, or the canonical (PEP 503) pip name
+    manager: str  # conda | pip
+    version: str
+    build: str | None = None  # conda build string
+    url: str = ""
+    md5: str | None = None
+    sha256: str | None = None
+    optional: bool = False  # only in optional categories (dev, extras): not required to be installed
+
+
+@dataclass(frozen=True)
+class LockFacts:
+    """The lockfile given with ``--lock FILE``, and which package names count as DNN-relevant."""
+
+    path: str
+    platform: str  # the conda subdir compared ("linux-64")
+    packages: tuple[LockedPackage, ...] = ()
+    pip_patterns: tuple[str, ...] = ()  # rules/compat/integrity.toml globs in force when it was read
+    conda_patterns: tuple[str, ...] = ()
