@@ -66,7 +66,8 @@ def _gather(opts: dict):
 
     try:
         return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
-                      verify_all=bool(opts.get("verify_all")), lock=opts.get("lock"))
+                      verify_all=bool(opts.get("verify_all")), lock=opts.get("lock"),
+                      save_cache=not opts.get("dry_run"))
     except LockfileError as exc:
         raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else str(exc)) from None
 

@@ -23,8 +23,10 @@ def relevant_env(environ) -> dict[str, str]:
     return {k: v for k, v in sorted(environ.items()) if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
 
 
-def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False, lock: str | None = None) -> Facts:
-    """``lock``: a conda-lock lockfile to compare with (``facts.lock``); LockfileError when unreadable."""
+def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False, lock: str | None = None,
+           save_cache: bool = True) -> Facts:
+    """``lock``: a conda-lock lockfile to compare with (``facts.lock``); LockfileError when unreadable.
+    ``save_cache=False``: write nothing at all, not even the integrity hash cache (``--dry-run``)."""
     from fixdnn import compat as compat_mod
     from fixdnn.facts import distributions, driver, frameworks, integrity, libraries, loads
     from fixdnn.facts.model import Facts
@@ -48,7 +50,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     resolved = tuple((o.path, "resolved by the loader model") for o in outcomes if o.path)
     copies, more = libraries.gather(host, target, dists, env.ld_cache, resolved)
     unknowns += more
-    checks, more = integrity.gather(host, target, dists, verify_all=verify_all)
+    checks, more = integrity.gather(host, target, dists, verify_all=verify_all, save_cache=save_cache)
     unknowns += more
     cpu_side = _cpu_side(host, target, dists, env)
     unknowns += cpu_side.pop("unknowns")

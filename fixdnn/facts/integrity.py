@@ -495,8 +495,10 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
 
 
 def gather(host: Host, target: TargetInfo, distributions: tuple[Distribution, ...], *, verify_all: bool = False,
-           patterns: Patterns | None = None) -> tuple[tuple[InstallCheck, ...], list[Unknown]]:
-    """Verify the DNN-relevant (or, with ``verify_all``, every) installed package of the target."""
+           patterns: Patterns | None = None, save_cache: bool = True) -> tuple[tuple[InstallCheck, ...], list[Unknown]]:
+    """Verify the DNN-relevant (or, with ``verify_all``, every) installed package of the target.
+
+    ``save_cache=False`` reads the hash cache but never writes it (``--dry-run`` changes nothing)."""
     unknowns: list[Unknown] = []
     pats = None if verify_all else (patterns or load_patterns())
     packages = _pip_packages(host, target, distributions, pats, unknowns)
@@ -504,4 +506,4 @@ def gather(host: Host, target: TargetInfo, distributions: tuple[Distribution, ..
     if not any(p.entries for p in packages):
         return tuple(verify(host, packages, None)), unknowns
     return verify(host, packages, _cache_path(host, target, create=False),
-                  save_to=lambda: _cache_path(host, target, create=True)), unknowns
+                  save_to=(lambda: _cache_path(host, target, create=True)) if save_cache else None), unknowns

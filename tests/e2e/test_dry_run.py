@@ -76,9 +76,7 @@ def _config(tmp_path, url: str) -> str:
 
 def test_available_pin_is_runnable_and_nothing_changes(pip_venv, index, tmp_path):
     (tmp_path / "state" / "fixdnn").mkdir(parents=True)
-    # The diagnosis' integrity probe fills its hash cache in the state dir on a first run (not the plan's
-    # doing; see the report); warm it so the comparison measures what --dry-run itself changes.
-    run(["--python", str(pip_venv.python)], tmp_path, PIP_CONFIG_FILE=_config(tmp_path, index.url))
+    # A cold --dry-run: not even the integrity hash cache may be written to the state dir.
     before = (tree_hash(pip_venv.prefix), tree_hash(tmp_path / "state"))
     proc = run(["--python", str(pip_venv.python), "--dry-run", "--json"], tmp_path,
                PIP_CONFIG_FILE=_config(tmp_path, index.url))
@@ -135,7 +133,6 @@ def test_env_actions_show_the_activation_diff_without_writing(tmp_path):
     env = EnvBuilder(tmp_path / "tf env").tensorflow_cuda12()
     old = stray_cudnn(tmp_path / "old 'cudnn' $HOME", "9.1.0")
     (tmp_path / "state").mkdir()
-    run(["--python", str(env.python)], tmp_path, LD_LIBRARY_PATH=str(old))  # warm the integrity cache
     before = (tree_hash(env.prefix), tree_hash(tmp_path / "state"))
     proc = run(["--python", str(env.python), "--dry-run", "--offline", "--json"], tmp_path,
                LD_LIBRARY_PATH=str(old))
