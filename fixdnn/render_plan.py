@@ -27,13 +27,13 @@ def env_file_diffs(plan: Plan, prefix: str | None) -> tuple[list[tuple[str, str]
     if not prefix:
         return [], "no environment prefix: variables cannot be persisted"
     from fixdnn.shell.envfile import EnvFile, EnvFileError, EnvOp
-    from fixdnn.shell.install import ShellInstallError, _changes
+    from fixdnn.shell.install import ShellInstallError, planned_changes
 
     try:
         current = EnvFile.load(EnvFile.path_for(prefix))
         ops = [EnvOp(_OP[a.kind], a.name or "", None if a.kind == "env-unset" else a.value, a.reason,
                      ", ".join(a.fixes)) for a in env_actions]
-        changes = _changes(prefix, EnvFile(current.ops + tuple(ops)))
+        changes = planned_changes(prefix, EnvFile(current.ops + tuple(ops)))
     except (ShellInstallError, EnvFileError) as exc:
         return [], str(exc)
     out = []

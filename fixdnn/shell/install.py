@@ -151,13 +151,14 @@ def _desired(prefix: Path, env: EnvFile | None) -> Iterator[tuple[Path, str]]:
         yield fish, _with_block(text, _FISH_BLOCK)
 
 
-def _changes(prefix: str | os.PathLike[str], env: EnvFile | None) -> list[tuple[Path, str]]:
+def planned_changes(prefix: str | os.PathLike[str], env: EnvFile | None) -> list[tuple[Path, str]]:
+    """(file, new content) for every file ``install(prefix, env)`` would change: diffs for a dry run."""
     return [(path, text) for path, text in _desired(Path(prefix), env) if _read(path) != text]
 
 
 def planned_writes(prefix: str | os.PathLike[str], env: EnvFile | None = None) -> list[Path]:
     """Files ``install(prefix, env)`` would create or change, so a transaction can back them up first."""
-    return [path for path, _ in _changes(prefix, env)]
+    return [path for path, _ in planned_changes(prefix, env)]
 
 
 def _write(path: Path, text: str) -> None:
@@ -174,7 +175,7 @@ def install(prefix: str | os.PathLike[str], env: EnvFile | None = None) -> list[
 
     Idempotent; returns the files it created or changed (none when already up to date).
     """
-    changes = _changes(prefix, env)
+    changes = planned_changes(prefix, env)
     for path, text in changes:
         _write(path, text)
     return [path for path, _ in changes]
@@ -211,6 +212,6 @@ def describe(prefix: str | os.PathLike[str]) -> list[dict[str, str | None]]:
 
 
 __all__ = [
-    "BEGIN", "END", "ShellInstallError", "describe", "install", "kind", "planned_writes", "strip_block",
-    "uninstall",
+    "BEGIN", "END", "ShellInstallError", "describe", "install", "kind", "planned_changes", "planned_writes",
+    "strip_block", "uninstall",
 ]
