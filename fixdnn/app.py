@@ -352,6 +352,156 @@ def history_command(ctx: typer.Context) -> None:
             sys.stdout.write(f"    reason: {row['reason']}\n")
 
 
+def _try_diagnose(opts: dict):
+    """(facts, symptoms, why-not): the target's diagnosis, or the reason there is none (never raises)."""
+    from fixdnn import compat as compat_mod
+    from fixdnn.symptoms.registry import diagnose as run_checks
+    from fixdnn.target import TargetError
+
+    try:
+        facts_value = _gather(opts)
+    except (TargetError, UsageError) as exc:
+        return None, (), str(exc)
+    return facts_value, run_checks(facts_value, compat_mod.load()), ""
+
+
+def _explanation(opts: dict, text: str):
+    from fixdnn import rules as rules_mod
+    from fixdnn.explain import explain, match_text, plan_for
+
+    matches = match_text(text, rules_mod.load(list(opts.get("rules") or ())).errors)
+    if not matches or all(_noise(m) for m in matches):
+        from fixdnn.explain import explain as only
+
+        return only(matches)
+    facts_value, found, why = _try_diagnose(opts)
+    planner = plan_for(facts_value, _host(opts), opts.get("rules") or ()) if facts_value is not None else None
+    return explain(matches, facts_value, found, plan=planner, not_checked=why)
+
+
+def _noise(match) -> bool:
+    from fixdnn.explain import is_harmless
+
+    return is_harmless(match.signature)
+
+
+def _print_explanation(opts: dict, ex, stream=None) -> None:
+    from fixdnn.explain import render_lines
+
+    if opts.get("json"):
+        _emit_json(ex.to_dict())
+        return
+    (stream or sys.stdout).write("\n".join(render_lines(ex)) + "\n")
+
+
+@app.command("explain")
+def explain_command(
+    ctx: typer.Context,
+    text: Optional[str] = typer.Argument(None, metavar="[TEXT]", help="The error message (or a whole log)."),
+    log: Optional[str] = typer.Option(None, "--log", help="Read the message from FILE (a whole log is fine)."),
+) -> None:
+    """Explain an error message: what it means, which cause holds in this environment, and the fix."""
+    opts = _options(ctx)
+    if text is not None and log is not None:
+        raise UsageError("give the message as TEXT or with --log FILE, not both")
+    if log is not None:
+        try:
+            with open(log, "rb") as fh:
+                data = fh.read(16 << 20)
+        except OSError as exc:
+            raise UsageError(f"--log {log}: cannot read ({exc.strerror})") from None
+        text = data.decode("utf-8", "replace")
+    elif text is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("no message: give TEXT, --log FILE, or pipe the log on stdin")
+        text = sys.stdin.read(16 << 20)
+    ex = _explanation(opts, text)
+    _print_explanation(opts, ex)
+    raise typer.Exit(ex.exit_code)
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    loader_trace: bool = typer.Option(False, "--loader-trace",
+                                      help="Rerun failing loads under LD_DEBUG=libs and show the search trace."),
+    timeout: float = typer.Option(180.0, "--timeout", min=1.0, help="Time limit per probe, in seconds."),
+) -> None:
+    """Load cuDNN and import each framework in subprocesses of the target; run a tiny conv2d (exit 1 on an error)."""
+    from fixdnn.probes.suite import verify
+
+    opts = _options(ctx)
+    if opts.get("facts_file") or opts.get("root"):
+        raise UsageError("verify runs the target's interpreter; it cannot use --facts or --root")
+    facts_value = _gather(opts)
+    result = verify(facts_value, _host(opts), timeout=timeout, loader_trace=loader_trace)
+    if opts.get("json"):
+        _emit_json(result.to_dict())
+        raise typer.Exit(result.exit_code)
+    out = sys.stdout
+    out.write(f"verify {result.python}\n")
+    for line in result.passed:
+        out.write(f"  ok    {line}\n")
+    for f in sorted(result.findings, key=lambda f: {"error": 0, "warning": 1, "info": 2}[f.severity]):
+        out.write(f"  {f.severity:<5} {f.name}: {f.summary}\n")
+        if f.output and f.severity != "info":
+            for line in f.output.strip().splitlines()[-6:]:
+                out.write(f"        | {line}\n")
+    for soname, trace in result.traces.items():
+        out.write(f"loader trace for {soname} (LD_DEBUG=libs):\n")
+        for line in trace.splitlines():
+            out.write(f"  {line}\n")
+    if not result.passed and not result.findings:
+        out.write("  nothing to probe: no cuDNN copy and no framework found\n")
+    if result.exit_code and not loader_trace:
+        out.write("fixdnn verify --loader-trace shows where the loader searched\n")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run_command_cli(ctx: typer.Context) -> None:
+    """Run COMMAND with the environment's repairs applied (fixdnn run -- COMMAND ...); explain a failure."""
+    from fixdnn.runcmd import activated_env, run_command
+    from fixdnn.shell.envfile import EnvFileError
+
+    opts = _options(ctx)
+    argv = list(ctx.args)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("no command: fixdnn run -- COMMAND [ARGS...]")
+    host = _host(opts)
+    prefix = None
+    if opts.get("prefix") or opts.get("python") or host.env("VIRTUAL_ENV") or host.env("CONDA_PREFIX"):
+        prefix = _target_prefix(opts)
+    try:
+        env, _changes = activated_env(prefix, host.environ)
+    except EnvFileError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.flush()
+    err = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+
+    def sink(chunk: bytes) -> None:
+        if err is not None:
+            err.write(chunk)
+            err.flush()
+        else:
+            sys.stderr.write(chunk.decode("utf-8", "replace"))
+
+    outcome = run_command(argv, env, sink=sink)
+    if outcome.error:
+        sys.stderr.write(f"fixdnn: {outcome.error}\n")
+        raise typer.Exit(outcome.returncode)
+    if outcome.returncode != 0:
+        ex = _explanation({**opts, "json": False}, outcome.stderr_tail)
+        if ex.items and not all(e.harmless for e in ex.items):
+            from fixdnn.explain import render_lines
+
+            sys.stderr.write(f"\nfixdnn: the command failed (exit {outcome.returncode}); what its error means:\n")
+            sys.stderr.write("\n".join("  " + ln if ln else "" for ln in render_lines(ex)) + "\n")
+    raise typer.Exit(outcome.returncode)
+
+
 def run(argv: list[str]) -> int:
     """Run the app and turn every failure into one line and an exit code."""
     from fixdnn.compat import RulesError

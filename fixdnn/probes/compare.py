@@ -80,7 +80,9 @@ def compare_outcomes(facts: Facts, host, outcomes: list[LoadOutcome], files: lis
             continue
         if want in seen or o.path in seen:
             continue
-        versions = {c.version for c in (facts.copy_at(p) for p in [want, *seen]) if c is not None}
+        # Same file content by version (two identical wheels) is a warning; another or an unknown copy an error.
+        copies = [facts.copy_at(p) for p in [want, *seen]]
+        versions = {c.version if c is not None else None for c in copies}
         severity = "warning" if len(versions) == 1 and None not in versions and len(seen) == 1 else "error"
         findings.append(Finding(
             "load-differs-from-model", severity,
