@@ -6,6 +6,7 @@ environment's activation scripts (``fixdnn.shell``); pip actions run the *target
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 
@@ -40,19 +41,15 @@ class Action:
         return (self.kind, self.packages, self.name, self.value, self.path, self.content, self.text)
 
     def command(self, python: str | None = None) -> str | None:
-        py = shlex.quote(python or "python")
-        if self.installer and self.kind in ("pip-install", "pip-uninstall"):
-            head = " ".join(map(shlex.quote, self.installer))
-            target = ["--python", py] if self.installer[-1:] == ("pip",) and "uv" in self.installer[0] else []
-            verb = ["install"] if self.kind == "pip-install" else ["uninstall"]
-            return " ".join([head, *verb, *target, *map(shlex.quote, self.pip_args if self.kind == "pip-install" else ()),
-                             *map(shlex.quote, self.packages)])
-        if self.kind == "pip-install":
-            return " ".join([py, "-m", "pip", "install", *map(shlex.quote, self.pip_args),
-                             *map(shlex.quote, self.packages)])
-        if self.kind == "pip-uninstall":
-            return " ".join([py, "-m", "pip", "uninstall", "-y", *map(shlex.quote, self.packages)])
-        return None
+        """The exact installer command line (``installer`` is how the plan's installer is run)."""
+        if self.kind not in ("pip-install", "pip-uninstall"):
+            return None
+        head = list(self.installer) if self.installer else [python or "python", "-m", "pip"]
+        is_uv = os.path.basename(head[0]) == "uv"
+        verb = ["install"] if self.kind == "pip-install" else (["uninstall"] if is_uv else ["uninstall", "-y"])
+        target = ["--python", python or "python"] if is_uv else []  # uv takes --python after the verb
+        args = list(self.pip_args) if self.kind == "pip-install" else []
+        return " ".join(map(shlex.quote, [*head, *verb, *target, *args, *self.packages]))
 
     def describe(self, python: str | None = None) -> str:
         """One exact line: the command, the variable change, the file written, or the manual step."""

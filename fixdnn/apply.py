@@ -151,6 +151,16 @@ def pip_command(target: Target) -> list[str]:
     raise ApplyError(f"{py} has no pip, and neither fixdnn's Python nor uv can install into it")
 
 
+def installer_for(action: Action, target: Target, pip_base: list[str] | None = None) -> list[str]:
+    """The installer a pip step runs with: the one the plan showed (``action.installer``), else ours."""
+    if not action.installer:
+        return pip_base or pip_command(target)
+    base = list(action.installer)
+    if os.path.basename(base[0]) == "uv" and "--python" not in base:
+        base += ["--python", target.python or "python"]
+    return base
+
+
 def _pip_argv(base: list[str], sub: list[str]) -> list[str]:
     if os.path.basename(base[0]) == "uv":  # uv pip install --python X ...
         return [base[0], "pip", sub[0], "--python", base[3], *sub[1:]]
@@ -266,7 +276,7 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
     for action in plan.actions:
         item = Prepared(action)
         if action.kind == "pip-install":
-            base = pip_base or pip_command(target)
+            base = installer_for(action, target, pip_base)
             item.report = dry_run(base, action, workdir)
             names = [_norm(i["metadata"]["name"]) for i in item.report]
             item.stash_names = [n for n in names if n in present]
@@ -343,7 +353,7 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
     intent: dict = {"op": "intent", "step": step, "kind": action.kind, "describe": action.describe(target.python)}
     if action.kind in ("pip-install", "pip-uninstall"):
         if action.kind == "pip-install" and fresh_report:
-            item.report = dry_run(pip_base or pip_command(target), action, txn.folder)
+            item.report = dry_run(installer_for(action, target, pip_base), action, txn.folder)
             names = [_norm(i["metadata"]["name"]) for i in item.report]
             present = installed(target.site_dirs)
             item.stash_names = [n for n in names if n in present]
@@ -365,7 +375,7 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
         txn.do_stash(intent["stash"])
         txnmod._hook(f"{step}:stash")
         if action.kind == "pip-install":
-            argv = _pip_argv(pip_base or pip_command(target),
+            argv = _pip_argv(installer_for(action, target, pip_base),
                              ["install", "--only-binary=:all:", *action.pip_args, *check_pins(action)])
             _run_pip(txn, step, argv, intent, sig)
             after = txnmod.scan(target.prefix, txn.exclude())

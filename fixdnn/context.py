@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -108,12 +109,16 @@ def parse_pip_config(text: str, source: str = "pip config list") -> PipConfig:
                      no_index, pick("cert"), source)
 
 
-def read_pip_config(host, python: str | None, installer: str) -> PipConfig:
-    if python and installer == "pip":
-        res = host.run([python, "-m", "pip", "config", "list"], timeout=30,
+def read_pip_config(host, pip_argv: tuple[str, ...]) -> PipConfig:
+    """The configuration the installing pip will use (``pip_argv``: how that pip is run)."""
+    if pip_argv:
+        argv = list(pip_argv)
+        if "--python" in argv:  # `pip --python T config` would re-run in T, which has no pip
+            argv = argv[:argv.index("--python")]
+        res = host.run([*argv, "config", "list"], timeout=30,
                        env={**dict(host.environ), "PYTHONDONTWRITEBYTECODE": "1"})
         if res.returncode == 0:
-            return parse_pip_config(res.stdout, f"{python} -m pip config list")
+            return parse_pip_config(res.stdout, f"{' '.join(argv)} config list")
     # No pip in the target: the same variables pip itself would read.
     env = host.environ
     return PipConfig(env.get("PIP_INDEX_URL") or env.get("UV_INDEX_URL") or None,
@@ -173,6 +178,12 @@ def frameworks_info(facts: Facts, compat) -> dict[str, FrameworkInfo]:
     return out
 
 
+def _own_pip() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pip") is not None
+
+
 def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Context:
     """The context for planning. ``host`` is asked about pip config and uv; without it nothing is run."""
     t = facts.target
@@ -184,7 +195,11 @@ def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Con
         uv = shutil.which("uv", path=host.env("PATH", os.defpath))
         if uv:
             installer, argv = "uv", (uv, "pip")
-    pip = read_pip_config(host, t.python, installer) if host is not None else PipConfig()
+    if installer == "none" and host is not None and host.root is None and t.python and _own_pip():
+        # A target without pip is driven by fixdnn's own pip (pip >= 22.3 installs into --python T),
+        # exactly as fixdnn.apply runs it.
+        installer, argv = "pip", (sys.executable, "-m", "pip", "--python", t.python)
+    pip = read_pip_config(host, argv if installer == "pip" else ()) if host is not None else PipConfig()
     return Context(
         python=t.python, prefix=t.prefix, env_kind=kind, installer=installer, installer_argv=argv,
         offline=offline, pip=pip, frameworks=frameworks_info(facts, compat), pins=_exact_pins(facts),

@@ -172,8 +172,7 @@ def build_actions(remedy: Remedy, scope: dict, ctx: Context, fixes: str) -> list
             else:
                 packages = tuple(Requirement(p).name if _is_req(p) else p for p in packages)
             kw["packages"] = packages
-            if ctx.installer == "uv":
-                kw["installer"] = ctx.installer_argv
+            kw["installer"] = ctx.installer_argv  # the exact installer apply will run
         for key in ("name", "value", "path", "content", "text"):
             if key in tmpl:
                 kw[key] = render(tmpl[key], scope, ctx)
