@@ -409,7 +409,8 @@ def explain_command(
             with open(log, "rb") as fh:
                 data = fh.read(16 << 20)
         except OSError as exc:
-            raise UsageError(f"--log {log}: cannot read ({exc.strerror})") from None
+            shown = log.replace("\n", "\\n")
+            raise UsageError(f"--log {shown}: cannot read ({exc.strerror})") from None
         text = data.decode("utf-8", "replace")
     elif text is None:
         if sys.stdin is None or sys.stdin.isatty():
