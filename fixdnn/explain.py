@@ -66,12 +66,10 @@ def match_text(text: str, signatures: Iterable[ErrorSignature]) -> list[Match]:
 
 
 def is_harmless(sig: ErrorSignature, facts=None) -> bool:
-    """Noise by the catalog's own words: benign / informational, or a fix that is "ignore" / "nothing".
-    A message harmless only on CPU-only machines (E08) is harmless when the target has no driver."""
-    cause, fix = sig.cause.strip().lower(), sig.fix.strip().lower()
-    if cause.startswith(("benign", "informational", "the optional")) or fix.startswith(("ignore", "nothing")):
+    """Known noise, as ``rules/errors.toml`` marks it: always, or only on a machine without a driver."""
+    if sig.harmless == "always":
         return True
-    if "harmless on cpu-only" in fix and facts is not None:
+    if sig.harmless == "without-driver" and facts is not None:
         driver = getattr(facts, "driver", None)
         return driver is None or not driver.version
     return False

@@ -124,6 +124,7 @@ class ErrorSignature:
     cause: str = ""
     fix: str = ""
     source: str = ""
+    harmless: str = ""  # "always" (log noise), "without-driver" (expected on CPU-only machines), "" (a real error)
 
     def matches(self, text: str) -> re.Match | None:
         return re.search(self.regex, text, re.S)
@@ -339,6 +340,9 @@ def _remedies_from(path: Path, known: set[str] | None) -> list[Remedy]:
     return out
 
 
+HARMLESS = ("", "always", "without-driver")
+
+
 def _errors_from(path: Path, known: set[str] | None) -> list[ErrorSignature]:
     data, text = _read(path)
     lines = _Lines(text)
@@ -353,7 +357,7 @@ def _errors_from(path: Path, known: set[str] | None) -> list[ErrorSignature]:
                 raise RulesError(f"{at}: error {row.get('id', '#%d' % (i + 1))!r} needs key {key!r}")
             if not isinstance(row[key], kind):
                 raise RulesError(f"{path}:{lines.key(i, key)}: {key} must be a {kind.__name__}")
-        unknown = set(row) - {"id", "frameworks", "regex", "symptoms", "examples", "cause", "fix"}
+        unknown = set(row) - {"id", "frameworks", "regex", "symptoms", "examples", "cause", "fix", "harmless"}
         if unknown:
             k = sorted(unknown)[0]
             raise RulesError(f"{path}:{lines.key(i, k)}: unknown error key {k!r}")
@@ -363,12 +367,15 @@ def _errors_from(path: Path, known: set[str] | None) -> list[ErrorSignature]:
             raise RulesError(f"{path}:{lines.key(i, 'regex')}: regex does not compile: {exc}") from None
         if not row["examples"]:
             raise RulesError(f"{path}:{lines.key(i, 'examples')}: at least one real example message is needed")
+        if row.get("harmless", "") not in HARMLESS:
+            raise RulesError(f"{path}:{lines.key(i, 'harmless')}: harmless must be one of "
+                             f"{', '.join(repr(h) for h in HARMLESS if h)}")
         for name in row["symptoms"]:
             if known is not None and name not in known:
                 raise RulesError(f"{path}:{lines.key(i, 'symptoms')}: unknown symptom {name!r}")
         out.append(ErrorSignature(row["id"], tuple(row["frameworks"]), row["regex"], tuple(row["symptoms"]),
                                   tuple(row["examples"]), str(row.get("cause", "")), str(row.get("fix", "")),
-                                  f"{path}:{lines.entry(i)}"))
+                                  f"{path}:{lines.entry(i)}", row.get("harmless", "")))
     return out
 
 

@@ -31,12 +31,6 @@ def judge(plan: Plan, before: Iterable, after: Iterable) -> list[str]:
     return problems
 
 
-def activated_environ(prefix: str, environ: Mapping[str, str]) -> dict[str, str]:
-    from fixdnn.shell.envfile import EnvFile, apply_ops
-
-    return apply_ops(environ, EnvFile.load(EnvFile.path_for(prefix)).ops)
-
-
 def rediagnose(prefix: str, python: str | None, environ: Mapping[str, str] | None = None):
     """Fresh facts and symptoms of the target, as it is after the transaction."""
     from fixdnn import compat
@@ -44,6 +38,8 @@ def rediagnose(prefix: str, python: str | None, environ: Mapping[str, str] | Non
     from fixdnn.host import Host
     from fixdnn.symptoms.registry import diagnose
     from fixdnn.target import TargetSpec
+
+    from fixdnn.shell.envfile import activated_environ
 
     env = activated_environ(prefix, dict(os.environ if environ is None else environ))
     facts = gather(Host(environ=env), TargetSpec(python=python, prefix=prefix if python is None else None))

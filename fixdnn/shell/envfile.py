@@ -226,3 +226,8 @@ def apply_ops(environ: Mapping[str, str], ops: Iterable[EnvOp]) -> dict[str, str
 
 
 __all__ = ["ENV_TOML", "OPS", "EnvFile", "EnvFileError", "EnvOp", "apply_ops", "toml_string", "touched_names"]
+
+
+def activated_environ(prefix: str | os.PathLike, environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` as the environment's activation scripts leave it (raises EnvFileError for a bad file)."""
+    return apply_ops(environ, EnvFile.load(EnvFile.path_for(prefix)).ops)

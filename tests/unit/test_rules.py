@@ -160,6 +160,21 @@ def test_duplicate_error_id_and_bad_regex(tmp_path):
     (d / "errors.toml").write_text(row.replace("regex = 'x'", "regex = '(unclosed'"))
     with pytest.raises(RulesError, match=r"errors.toml:4: regex does not compile"):
         rules_mod.load([d], include_user=False)
+    (d / "errors.toml").write_text(row + "harmless = 'sometimes'\n")
+    with pytest.raises(RulesError, match=r"errors.toml:7: harmless must be one of 'always', 'without-driver'"):
+        rules_mod.load([d], include_user=False)
+
+
+def test_noise_is_marked_in_the_catalog_not_guessed():
+    from fixdnn.explain import is_harmless
+
+    class NoDriver:
+        driver = None
+
+    errors = {e.id: e for e in rules_mod.load(include_user=False).errors}
+    assert {i for i, e in errors.items() if is_harmless(e)} == {"E10", "E11", "E12", "E13"}
+    assert is_harmless(errors["E08"], NoDriver()) and not is_harmless(errors["E08"])
+    assert not is_harmless(errors["E01"], NoDriver())
 
 
 def test_user_rules_override_by_id_and_xdg_fallback(tmp_path):
