@@ -199,12 +199,9 @@ def env_command(ctx: typer.Context) -> None:
     """Show what fixdnn's activation scripts change in the environment, and why."""
     from fixdnn.shell.envfile import EnvFileError
     from fixdnn.shell.install import describe
-    from fixdnn.target import TargetSpec, choose
 
     opts = _options(ctx)
-    _python, prefix = choose(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")))
-    if prefix is None:
-        raise UsageError("no environment to show: activate one, or give --prefix DIR")
+    prefix = _target_prefix(opts)
     try:
         ops = describe(prefix)
     except EnvFileError as exc:
@@ -240,11 +237,16 @@ def _report_interrupted() -> None:
 
 
 def _target_prefix(opts: dict) -> str:
-    from fixdnn.target import TargetSpec, choose
+    """The environment's folder: --prefix, the active environment, or what the --python interpreter says."""
+    from fixdnn.target import TargetSpec, choose, probe
 
-    _python, prefix = choose(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")))
+    host = _host(opts)
+    python, prefix = choose(host, TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")))
+    if prefix is None and python is not None and opts.get("python"):
+        data, _why = probe(host, python)
+        prefix = (data or {}).get("prefix")
     if prefix is None:
-        raise UsageError("no environment: activate one, or give --prefix DIR")
+        raise UsageError("no environment: activate one, or give --prefix DIR or --python PATH")
     return prefix
 
 

@@ -36,3 +36,16 @@ def test_env_with_a_broken_env_file_is_one_line(tmp_path, environ):
     path.write_text("[[op]]\nop = 'path-prepend'\nname = 'LD_LIBRARY_PATH'\nvalue = 'relative/dir'\n")
     proc = subprocess.run(FIXDNN + ["--prefix", str(prefix), "env"], capture_output=True, text=True, env=environ)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_env_and_history_accept_python_instead_of_prefix(tmp_path, environ):
+    """--python alone names the environment: its prefix comes from the interpreter itself."""
+    prefix = tmp_path / "v"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(prefix)
+    install(prefix, EnvFile((EnvOp("set", "TF_CPP_MIN_LOG_LEVEL", "0", reason="diagnosis"),)))
+    environ["XDG_STATE_HOME"] = str(tmp_path / "state")
+    python = str(prefix / "bin" / "python")
+    shown = subprocess.run(FIXDNN + ["--python", python, "env"], capture_output=True, text=True, env=environ)
+    assert shown.returncode == 0 and "set TF_CPP_MIN_LOG_LEVEL 0" in shown.stdout, shown.stderr
+    history = subprocess.run(FIXDNN + ["--python", python, "history"], capture_output=True, text=True, env=environ)
+    assert history.returncode == 0, history.stderr
