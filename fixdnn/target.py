@@ -60,6 +60,8 @@ def choose(host: Host, spec: TargetSpec) -> tuple[str | None, str | None]:
             python = found
         if not host.exists(python):
             raise TargetError(f"--python {python}: no such file; give the path of the target's interpreter")
+        if not host.is_file(python):
+            raise TargetError(f"--python {python}: not a file; give the path of the target's interpreter")
         return python, spec.prefix
     if spec.prefix:
         if not host.is_dir(spec.prefix):

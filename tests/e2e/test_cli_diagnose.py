@@ -69,6 +69,7 @@ def test_text_report_shows_each_symptom_with_its_evidence(tmp_path, environ):
 
 @pytest.mark.parametrize("args, needle", [
     (["--python", "/nonexistent/python"], "--python /nonexistent/python: no such file"),
+    (["--python", "/"], "--python /: not a file"),
     (["--prefix", "/nonexistent/env"], "--prefix /nonexistent/env: not a directory"),
     (["--root", "/nonexistent/root"], "--root /nonexistent/root: not a directory"),
     (["--bogus-option"], "No such option"),
