@@ -1,7 +1,8 @@
 """ELF dynamic-section facts (SONAME, DT_NEEDED, DT_RPATH, DT_RUNPATH) read through a Host.
 
-Files are streamed through ``host.open_binary``: pyelftools seeks to the headers and the dynamic section
-only, so a 500 MB ``libtorch_cuda.so`` costs a few milliseconds. A file that cannot be read or parsed is a
+Files are streamed through ``host.open_binary``: only the headers, the PT_DYNAMIC segment and its string
+table are read (with struct; pyelftools handles whatever that fast path does not), so a 500 MB
+``libtorch_cuda.so`` costs well under a millisecond. A file that cannot be read or parsed is a
 fact with ``error`` set, never an exception.
 """
 
@@ -63,13 +64,116 @@ def _one_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
 
 
-def _parse(fh) -> ElfInfo:
-    from elftools.elf.elffile import ELFFile  # imported lazily: keeps CLI start-up cheap
+# e_machine values the fast reader names itself (pyelftools' names); anything else goes to pyelftools.
+_MACHINES = {62: "EM_X86_64", 3: "EM_386", 183: "EM_AARCH64", 40: "EM_ARM", 21: "EM_PPC64", 243: "EM_RISCV",
+             22: "EM_S390"}
+_PT_LOAD, _PT_DYNAMIC = 1, 2
+_DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME, _DT_RPATH, _DT_RUNPATH, _DT_FLAGS_1 = 1, 5, 10, 14, 15, 29, 0x6FFFFFFB
+_MAX_DYNAMIC = 1 << 16  # entries; real libraries have a few dozen
+_MAX_STRTAB = 16 << 20
 
+
+class _NotSimple(Exception):
+    """The fast reader does not handle this file; pyelftools decides (and words the error)."""
+
+
+def _fast(fh) -> ElfInfo:
+    """Read the dynamic tags with struct: ELF header, program headers, PT_DYNAMIC and its string table.
+
+    pyelftools builds objects for every program header and scans the section headers for the string
+    table; on the real CUDA libraries that was most of a diagnosis. The loader itself only reads what
+    this reads. Anything unexpected raises _NotSimple.
+    """
+    import struct
+
+    ident = fh.read(64)
+    if len(ident) < 52 or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+        raise _NotSimple
+    is64, end = ident[4] == 2, "<" if ident[5] == 1 else ">"
+    machine = _MACHINES.get(struct.unpack_from(end + "H", ident, 18)[0])
+    if machine is None:
+        raise _NotSimple
+    if is64:
+        phoff, = struct.unpack_from(end + "Q", ident, 32)
+        phentsize, phnum = struct.unpack_from(end + "HH", ident, 54)
+        ph_fmt, dyn_fmt = end + "IIQQQQQQ", end + "qQ"
+    else:
+        phoff, = struct.unpack_from(end + "I", ident, 28)
+        phentsize, phnum = struct.unpack_from(end + "HH", ident, 42)
+        ph_fmt, dyn_fmt = end + "IIIIIIII", end + "iI"
+    if phnum == 0xFFFF or phentsize < struct.calcsize(ph_fmt) or phnum > 4096:
+        raise _NotSimple
+    fh.seek(phoff)
+    table = fh.read(phentsize * phnum)
+    if len(table) < phentsize * phnum:
+        raise _NotSimple
+    loads, dynamic = [], None
+    for i in range(phnum):
+        f = struct.unpack_from(ph_fmt, table, i * phentsize)
+        # 64: type, flags, offset, vaddr, paddr, filesz; 32: type, offset, vaddr, paddr, filesz
+        ptype, offset, vaddr, filesz = (f[0], f[2], f[3], f[5]) if is64 else (f[0], f[1], f[2], f[4])
+        if ptype == _PT_LOAD:
+            loads.append((vaddr, offset, filesz))
+        elif ptype == _PT_DYNAMIC:
+            dynamic = (offset, filesz)
+    if dynamic is None:
+        return ElfInfo(path="", elf_class=64 if is64 else 32, machine=machine,
+                       error="no dynamic section (static object)")
+    entsize = struct.calcsize(dyn_fmt)
+    fh.seek(dynamic[0])
+    raw = fh.read(min(dynamic[1], _MAX_DYNAMIC * entsize))
+    if len(raw) < min(dynamic[1], _MAX_DYNAMIC * entsize):
+        raise _NotSimple
+    tags: list[tuple[int, int]] = []
+    for tag, value in struct.iter_unpack(dyn_fmt, raw[: len(raw) - len(raw) % entsize]):
+        if tag == 0:
+            break
+        tags.append((tag, value))
+    strtab = next((v for t, v in tags if t == _DT_STRTAB), None)
+    strsz = next((v for t, v in tags if t == _DT_STRSZ), None)
+    if strtab is None or strsz is None or strsz > _MAX_STRTAB:
+        raise _NotSimple
+    file_off = next((off + strtab - va for va, off, size in loads if va <= strtab < va + size), None)
+    if file_off is None:
+        raise _NotSimple
+    fh.seek(file_off)
+    strings = fh.read(strsz)
+    if len(strings) < strsz:
+        raise _NotSimple
+
+    def text(at: int) -> str:
+        if at >= len(strings):
+            raise _NotSimple
+        stop = strings.find(b"\0", at)
+        return strings[at: stop if stop >= 0 else len(strings)].decode("utf-8", "surrogateescape")
+
+    soname, needed, rpath, runpath, flags_1 = None, [], (), (), 0
+    for tag, value in tags:
+        if tag == _DT_NEEDED:
+            needed.append(text(value))
+        elif tag == _DT_SONAME:
+            soname = text(value)
+        elif tag == _DT_RPATH:
+            rpath = _split_path_list(text(value))
+        elif tag == _DT_RUNPATH:
+            runpath = _split_path_list(text(value))
+        elif tag == _DT_FLAGS_1:
+            flags_1 = value
+    return ElfInfo(path="", soname=soname, needed=tuple(needed), rpath=rpath, runpath=runpath,
+                   elf_class=64 if is64 else 32, machine=machine, nodeflib=bool(flags_1 & DF_1_NODEFLIB))
+
+
+def _parse(fh) -> ElfInfo:
     head = fh.read(4)
     if head != b"\x7fELF":
         return ElfInfo(path="", error="not an ELF file" if head else "empty file")
     fh.seek(0)
+    try:
+        return _fast(fh)
+    except (_NotSimple, OSError, ValueError, OverflowError, __import__("struct").error):
+        fh.seek(0)
+    from elftools.elf.elffile import ELFFile  # imported lazily: keeps CLI start-up cheap
+
     try:
         elf = ELFFile(fh)
         elf_class = elf.elfclass

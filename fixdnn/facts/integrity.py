@@ -98,6 +98,7 @@ class Package:
     record: str
     entries: list[Entry] = field(default_factory=list)
     skipped: int = 0
+    record_key: list[int] | None = None  # stat key of RECORD when read; set only when it parsed cleanly
 
 
 def _inside(path: str, bases: tuple[str, ...]) -> bool:
@@ -119,12 +120,13 @@ def _bases(location: str, target: TargetInfo) -> tuple[str, ...]:
     return tuple(dict.fromkeys(bases))
 
 
-_URLSAFE = str.maketrans("-_", "+/")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64(digest: str) -> bytes:
-    # binascii directly: base64.urlsafe_b64decode's wrappers cost more than the decode, per RECORD line
-    return binascii.a2b_base64((digest + "=" * (-len(digest) % 4)).translate(_URLSAFE))
+    # binascii on bytes directly: base64.urlsafe_b64decode's wrappers (and str.translate) cost more than
+    # the decode itself, once per RECORD line
+    return binascii.a2b_base64((digest + "=" * (-len(digest) % 4)).encode("ascii").translate(_URLSAFE))
 
 
 def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list[Entry], int, list[str], list[str]]:
@@ -192,8 +194,28 @@ def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list
     return entries, skipped, malformed, refused
 
 
-def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | None, unknowns: list[Unknown]) -> list[Package]:
+def _snapshot_holds(host: Host, snap, record_key: list[int]) -> bool:
+    """True when a package verified clean before is provably unchanged: the same RECORD and every file
+    with the same (size, mtime, inode, ctime) as then. Nothing is parsed or hashed for it."""
+    try:
+        if snap["record"] != record_key:
+            return False
+        for path, *key in snap["files"]:
+            st = host.lstat(path)
+            if stat_mod.S_ISLNK(st.st_mode):
+                st = host.stat(path)
+            if _key(st) != key:
+                return False
+        return True
+    except (HostError, TypeError, KeyError, ValueError):
+        return False
+
+
+def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | None, unknowns: list[Unknown],
+                  snapshots: dict | None = None, unchanged: list | None = None) -> list[Package]:
+    """Packages to verify; those a clean snapshot proves unchanged go to ``unchanged`` as results."""
     out = []
+    snapshots = snapshots if snapshots is not None else {}
     for dist in dists:
         if patterns is not None and not relevant(dist.name, patterns.pip):
             continue
@@ -202,6 +224,15 @@ def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | No
         if (dist.installer or "").strip().lower() == "conda":
             continue  # conda rewrote some files at link time; conda-meta is the record that holds
         label = f"RECORD of {dist.display_name} {dist.version}"
+        try:
+            record_key = _key(host.stat(dist.record))
+        except HostError:
+            record_key = None
+        snap = snapshots.get(dist.record)
+        if record_key is not None and unchanged is not None and snap and _snapshot_holds(host, snap, record_key):
+            unchanged.append(InstallCheck(dist.name, dist.version, "pip", dist.record, snap["checked"],
+                                          snap["skipped"]))
+            continue
         try:
             raw = host.read_bytes(dist.record, limit=_RECORD_LIMIT + 1)
         except HostError as exc:
@@ -218,7 +249,9 @@ def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | No
         if refused:
             unknowns.append(Unknown(label, f"{dist.record}: {len(refused)} path(s) outside the environment "
                                            f"not checked (first: {refused[0]!r})"))
-        out.append(Package(dist.name, dist.version, "pip", dist.record, entries, skipped))
+        clean_parse = not malformed and not refused
+        out.append(Package(dist.name, dist.version, "pip", dist.record, entries, skipped,
+                           record_key if clean_parse else None))
     return out
 
 
@@ -308,24 +341,31 @@ def _key(st: os.stat_result) -> list[int]:
 
 def load_cache(path: Path | None) -> dict[str, list]:
     """path -> [size, mtime_ns, ino, ctime_ns, {algorithm: hex}]; a missing or corrupt file is empty."""
+    return _load_all(path)[0]
+
+
+def _load_all(path: Path | None) -> tuple[dict[str, list], dict[str, dict]]:
+    """(per-file digests, per-package clean snapshots); a missing or corrupt file gives empty ones."""
     if path is None:
-        return {}
+        return {}, {}
     try:
         with open(path, "rb") as fh:
             data = json.load(fh)
     except (OSError, ValueError, RecursionError):
-        return {}
+        return {}, {}
     if not isinstance(data, dict) or data.get("schema") != CACHE_SCHEMA or not isinstance(data.get("files"), dict):
-        return {}
+        return {}, {}
     # Entries are checked where they are used (a wrong shape is a miss), not here: this file holds an
     # entry per installed file, and a full pass over it cost more than the rest of a warm check.
-    return data["files"]
+    clean = data.get("clean")
+    return data["files"], clean if isinstance(clean, dict) else {}
 
 
-def save_cache(path: Path, files: dict[str, list]) -> None:
+def save_cache(path: Path, files: dict[str, list], clean: dict[str, dict] | None = None) -> None:
     from fixdnn.state import write_atomic
 
-    data = json.dumps({"schema": CACHE_SCHEMA, "files": files}, separators=(",", ":"), ensure_ascii=False)
+    data = json.dumps({"schema": CACHE_SCHEMA, "files": files, "clean": clean or {}}, separators=(",", ":"),
+                      ensure_ascii=False)
     write_atomic(path, data.encode("utf-8", "surrogateescape"))
 
 
@@ -389,9 +429,10 @@ def _kind(mode: int) -> str:
 
 
 def verify(host: Host, packages: list[Package], cache_file: Path | None,
-           save_to=None) -> tuple[InstallCheck, ...]:
-    """Compare every entry with the disk. ``save_to()`` returns the cache path to write (or None)."""
-    cache = load_cache(cache_file)
+           save_to=None, loaded: tuple[dict, dict] | None = None) -> tuple[InstallCheck, ...]:
+    """Compare every entry with the disk. ``save_to()`` returns the cache path to write (or None);
+    ``loaded`` is the cache already read by the caller (files, clean snapshots)."""
+    cache, clean = loaded if loaded is not None else _load_all(cache_file)
     dirty = False
     # path -> (stat, lstat-is-link target or None) or an error BadFile factory
     observed: dict[str, tuple] = {}
@@ -484,14 +525,37 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
                                    _fmt(e.style, e.algorithm, got), link))
         results.append(InstallCheck(pkg.name, pkg.version, pkg.source, pkg.record, checked, pkg.skipped,
                                     tuple(bad[:BAD_CAP]), len(bad)))
+        snapshot = _snapshot(pkg, bad, observed, cache, checked)
+        if snapshot is not None:
+            clean[pkg.record] = snapshot
+            dirty = True
+        elif clean.pop(pkg.record, None) is not None:
+            dirty = True
     if dirty and save_to is not None:
         target = save_to()
         if target is not None:
             try:
-                save_cache(target, cache)
+                save_cache(target, cache, clean)
             except OSError:
                 pass  # a cache that cannot be written only costs time next run
     return tuple(results)
+
+
+def _snapshot(pkg: Package, bad: list, observed: dict, cache: dict, checked: int) -> dict | None:
+    """A clean package's snapshot: only when every hashed file's digest is cached for its current stat
+    (a file that changed while being hashed is not), so the next run can trust the stat keys alone."""
+    if bad or pkg.record_key is None or pkg.source != "pip":
+        return None
+    files = []
+    for e in pkg.entries:
+        _status, st, _link = observed[e.path]
+        key = _key(st)
+        if e.algorithm is not None:
+            hit = cache.get(e.path)
+            if not isinstance(hit, list) or hit[:4] != key:
+                return None
+        files.append([e.path, *key])
+    return {"record": pkg.record_key, "checked": checked, "skipped": pkg.skipped, "files": files}
 
 
 def gather(host: Host, target: TargetInfo, distributions: tuple[Distribution, ...], *, verify_all: bool = False,
@@ -501,9 +565,16 @@ def gather(host: Host, target: TargetInfo, distributions: tuple[Distribution, ..
     ``save_cache=False`` reads the hash cache but never writes it (``--dry-run`` changes nothing)."""
     unknowns: list[Unknown] = []
     pats = None if verify_all else (patterns or load_patterns())
-    packages = _pip_packages(host, target, distributions, pats, unknowns)
+    cache_file = _cache_path(host, target, create=False)
+    files, clean = _load_all(cache_file)
+    unchanged: list[InstallCheck] = []
+    packages = _pip_packages(host, target, distributions, pats, unknowns, clean, unchanged)
     packages += _conda_packages(host, target, pats, unknowns)
     if not any(p.entries for p in packages):
-        return tuple(verify(host, packages, None)), unknowns
-    return verify(host, packages, _cache_path(host, target, create=False),
-                  save_to=(lambda: _cache_path(host, target, create=True)) if save_cache else None), unknowns
+        checked = verify(host, packages, None, loaded=({}, {}))
+    else:
+        checked = verify(host, packages, cache_file, loaded=(files, clean),
+                         save_to=(lambda: _cache_path(host, target, create=True)) if save_cache else None)
+    order = {d.name: i for i, d in enumerate(distributions)}
+    results = sorted(unchanged + list(checked), key=lambda c: (c.source != "pip", order.get(c.distribution, 0)))
+    return tuple(results), unknowns

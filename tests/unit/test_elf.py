@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fixdnn.facts import elf as elf_mod
 from fixdnn.facts.elf import exports_symbol, read_elf
 from fixdnn.host import Host
 from tests.envkit.elfkit import build_so
@@ -138,3 +139,31 @@ def test_root_resolves_absolute_symlinks_inside_the_root(tmp_path):
     assert exports_symbol(host, "/usr/lib/libcudnn.so.9", "cudnnGetVersion") is True
     # Without the root the same absolute link points at the real /opt, which has no such file.
     assert read_elf(Host(), str(root / "usr/lib/libcudnn.so.9")).error is not None
+
+
+def _with_pyelftools(path):
+    """The same facts through pyelftools alone (the fallback), to check the struct fast path against."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as fh:
+        elf = ELFFile(fh)
+        tags = elf_mod._dynamic_tags(elf)
+        get = lambda kind, attr: [getattr(t, attr) for t in tags if t.entry.d_tag == kind]  # noqa: E731
+        return (next(iter(get("DT_SONAME", "soname")), None), tuple(get("DT_NEEDED", "needed")),
+                tuple(":".join(get("DT_RPATH", "rpath")).split(":")) if get("DT_RPATH", "rpath") else (),
+                tuple(":".join(get("DT_RUNPATH", "runpath")).split(":")) if get("DT_RUNPATH", "runpath") else (),
+                elf.elfclass, elf["e_machine"])
+
+
+@pytest.mark.parametrize("kw", [
+    dict(soname="libcudnn.so.9", rpath="$ORIGIN", needed=["libcudnn_graph.so.9", "libm.so.6"]),
+    dict(soname="libx.so.1", runpath="$ORIGIN/../a::$ORIGIN/b"),
+    dict(soname=None, needed=["liba.so", "libb.so.2"]),
+    dict(soname="libz.so", link_args=["-Wl,-z,nodefaultlib"]),
+])
+def test_struct_fast_path_agrees_with_pyelftools(tmp_path, kw):
+    path = build_so(tmp_path / "lib.so", **kw)
+    with open(path, "rb") as fh:
+        fast = elf_mod._fast(fh)
+    assert (fast.soname, fast.needed, fast.rpath, fast.runpath, fast.elf_class, fast.machine) == _with_pyelftools(path)
+    assert fast.nodeflib == ("-Wl,-z,nodefaultlib" in kw.get("link_args", ()))

@@ -96,3 +96,51 @@ def test_unwritable_state_dir_only_costs_time(tmp_path):
     hashed, item = _run(env)
     assert hashed == 7 and item.bad_count == 0
     assert _run(env)[0] == 7  # no cache, no error
+
+
+def _no_parsing(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("RECORD was parsed although the clean snapshot holds")
+
+    monkeypatch.setattr(integrity, "parse_record", refuse)
+
+
+def test_clean_snapshot_skips_parsing_and_hashing(tmp_path, monkeypatch):
+    env = Env(tmp_path / "env").cudnn()
+    _run(env)
+    data = json.loads(_cache_file(env).read_text())
+    [snap] = data["clean"].values()
+    assert len(snap["files"]) == snap["checked"] == 7  # every RECORD entry that names a file
+    _no_parsing(monkeypatch)
+    hashed, item = _run(env)
+    assert hashed == 0 and item.bad_count == 0 and item.checked == snap["checked"]
+
+
+def test_clean_snapshot_does_not_hide_a_change(tmp_path):
+    env = Env(tmp_path / "env").cudnn()
+    _run(env)
+    path = env.lib / "libcudnn_ops.so.9"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[64] ^= 1
+    path.write_bytes(bytes(data))  # same size, same inode; restore mtime: only ctime betrays it
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hashed, item = _run(env)
+    assert hashed == 1 and item.bad_count == 1 and item.bad[0].problem == "sha256"
+    assert integrity.load_cache(_cache_file(env))  # still readable
+    assert not json.loads(_cache_file(env).read_text())["clean"]  # a bad package keeps no snapshot
+    (env.lib / "libcudnn_cnn.so.9").unlink()
+    _hashed, item = _run(env)
+    assert {b.path.rsplit("/", 1)[-1] for b in item.bad} == {"libcudnn_ops.so.9", "libcudnn_cnn.so.9"}
+
+
+def test_changed_record_is_parsed_again(tmp_path, monkeypatch):
+    env = Env(tmp_path / "env").cudnn()
+    _run(env)
+    record = next(env.site.glob("nvidia_cudnn_cu13-*.dist-info/RECORD"))
+    record.write_text(record.read_text() + "nvidia/cudnn/lib/extra.so,sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,0\n")
+    calls = []
+    real = integrity.parse_record
+    monkeypatch.setattr(integrity, "parse_record", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _hashed, item = _run(env)
+    assert calls and item.bad_count == 1 and item.bad[0].problem == "missing"
