@@ -39,8 +39,11 @@ class Finding:
 
 
 def script(name: str) -> str:
-    """The source of a probe script (passed with ``python -c`` so sys.path[0] is the caller's cwd)."""
-    return (Path(__file__).parent / f"_{name}_probe.py").read_text(encoding="utf-8")
+    """The source of a probe script (passed with ``python -c`` so sys.path[0] is the caller's cwd): the
+    shared prelude, then the probe's own text."""
+    here = Path(__file__).parent
+    return (here / "_prelude.py").read_text(encoding="utf-8") + "\n\n" + \
+        (here / f"_{name}_probe.py").read_text(encoding="utf-8")
 
 
 __all__ = ["Finding", "SEVERITIES", "script"]

@@ -4,18 +4,17 @@
 #
 #   python -I -c "<this file>" CONFIG_JSON
 #   CONFIG_JSON = {"library": "/path/libcudnn.so.9", "subs": ["/path/libcudnn_graph.so.9", ...], "create": true}
-import ctypes
-import json
-import os
-import sys
+import ctypes  # json, os, sys and the helpers come from _prelude.py
 
-STATUS = {
-    # cuDNN 9 (cudnn_graph.h)
-    0: "CUDNN_STATUS_SUCCESS", 1000: "CUDNN_STATUS_NOT_INITIALIZED", 1001: "CUDNN_STATUS_NOT_INITIALIZED",
+STATUS = {  # cuDNN 9, from cudnn_graph.h (9.24)
+    0: "CUDNN_STATUS_SUCCESS", 1001: "CUDNN_STATUS_NOT_INITIALIZED",
     1002: "CUDNN_STATUS_SUBLIBRARY_VERSION_MISMATCH", 1003: "CUDNN_STATUS_SERIALIZATION_VERSION_MISMATCH",
     1004: "CUDNN_STATUS_DEPRECATED", 1005: "CUDNN_STATUS_LICENSE_ERROR", 1006: "CUDNN_STATUS_RUNTIME_IN_PROGRESS",
     1007: "CUDNN_STATUS_RUNTIME_FP_OVERFLOW", 1008: "CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED",
-    2000: "CUDNN_STATUS_BAD_PARAM", 3000: "CUDNN_STATUS_NOT_SUPPORTED", 4000: "CUDNN_STATUS_INTERNAL_ERROR",
+    2000: "CUDNN_STATUS_BAD_PARAM", 3000: "CUDNN_STATUS_NOT_SUPPORTED",
+    3005: "CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER", 3006: "CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDART",
+    3007: "CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH", 3008: "CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING",
+    3009: "CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE", 4000: "CUDNN_STATUS_INTERNAL_ERROR",
     5000: "CUDNN_STATUS_EXECUTION_FAILED",
 }
 STATUS8 = {
@@ -26,59 +25,6 @@ STATUS8 = {
     11: "CUDNN_STATUS_RUNTIME_PREREQUISITE_MISSING", 12: "CUDNN_STATUS_RUNTIME_IN_PROGRESS",
     13: "CUDNN_STATUS_RUNTIME_FP_OVERFLOW", 14: "CUDNN_STATUS_VERSION_MISMATCH",
 }
-# Libraries that bring an OpenMP runtime or a BLAS into a process (name prefix -> (api, vendor)).
-RUNTIMES = (
-    ("libiomp5", "openmp", "intel"), ("libgomp", "openmp", "gnu"), ("libomp", "openmp", "llvm"),
-    ("libmkl_", "blas", "mkl"), ("libopenblas", "blas", "openblas"), ("libscipy_openblas", "blas", "openblas"),
-    ("libblis", "blas", "blis"), ("libflexiblas", "blas", "flexiblas"), ("libcblas", "blas", "cblas"),
-    ("libblas", "blas", "reference"), ("libdnnl", "dnn", "onednn"), ("libmkldnn", "dnn", "onednn"),
-)
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def mapped_files():
-    """Every file-backed mapping of this process, in first-mapped order (realpaths, deduplicated)."""
-    seen = []
-    try:
-        with open("/proc/self/maps") as fh:
-            for line in fh:
-                parts = line.split(None, 5)
-                if len(parts) == 6:
-                    path = parts[5].strip()
-                    if path.startswith("/") and ".so" in os.path.basename(path) and path not in seen:
-                        seen.append(path)
-    except OSError:
-        return None
-    return seen
-
-
-def runtimes(files):
-    out = []
-    for path in files or ():
-        base = os.path.basename(path)
-        for prefix, api, vendor in RUNTIMES:
-            if base.startswith(prefix) and (prefix != "libomp" or base.startswith(("libomp.", "libomp-"))):
-                out.append({"path": path, "api": api, "vendor": vendor, "source": "/proc/self/maps"})
-                break
-    try:
-        import threadpoolctl  # the target's own, when it has one
-    except Exception:
-        return out
-    try:
-        for info in threadpoolctl.threadpool_info():
-            out.append({"path": info.get("filepath"), "api": info.get("user_api"),
-                        "vendor": info.get("internal_api"), "prefix": info.get("prefix"),
-                        "version": info.get("version"), "num_threads": info.get("num_threads"),
-                        "source": "threadpoolctl"})
-    except Exception as exc:  # threadpoolctl itself failing is a note, not a probe failure
-        out.append({"path": None, "api": "error", "vendor": str(exc), "source": "threadpoolctl"})
-    return out
-
-
 def describe(status, lib):
     name = None
     try:
