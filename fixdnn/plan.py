@@ -18,7 +18,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from fixdnn.actions import Action, Plan
 from fixdnn.context import Context
-from fixdnn.rules import Remedy, Rules, placeholders
+from fixdnn.rules import Remedy, Rules
 
 _ORDER = {"pip-uninstall": 0, "pip-install": 1, "path-remove": 2, "path-prepend": 3, "env-unset": 4,
           "env-set": 5, "write-file": 6, "manual": 7}

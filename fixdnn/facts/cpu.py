@@ -14,7 +14,6 @@ framework) are data: ``rules/compat/cpu.toml``, loaded by :func:`load_rules`.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import stat as stat_mod
@@ -26,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 
 from fixdnn.compat import RulesError, line_of, load_toml, rules_dir
 from fixdnn.facts.conda import CondaEnv, openmp_flavour
+from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import ElfInfo, exports_symbol, read_elf
 from fixdnn.facts.model import CpuFacts, Distribution, NativeLib, PathEntry, RuntimeUse, TargetInfo, Unknown
 from fixdnn.host import Host, HostError
@@ -347,27 +347,7 @@ class _Inventory:
 
 
 def _pip_owners(host: Host, rules: CpuRules, dists: tuple[Distribution, ...]) -> tuple[dict[str, Distribution], list[Unknown]]:
-    owners: dict[str, Distribution] = {}
-    unknowns = []
-    for dist in dists:
-        if not dist.record or not dist.record.endswith("RECORD"):
-            continue
-        try:
-            text = host.read_text(dist.record, limit=64 << 20)
-        except HostError as exc:
-            unknowns.append(Unknown(f"RECORD of {dist.display_name}", exc.reason))
-            continue
-        lines = [ln for ln in text.splitlines() if ".so" in ln and ("omp" in ln or "mkl" in ln)]
-        for row in csv.reader(lines):
-            if not row:
-                continue
-            base = row[0].rsplit("/", 1)[-1]
-            if rules.runtime_of(base) is None and rules.mkl_part(base) is None:
-                continue
-            full = os.path.normpath(f"{dist.location}/{row[0]}")
-            owners[full] = dist
-            owners[host.realpath(full)] = dist
-    return owners, unknowns
+    return library_owners(host, dists, lambda name: rules.runtime_of(name) is not None or rules.mkl_part(name) is not None)
 
 
 def _runtime_packages(rules: CpuRules) -> set[str]:

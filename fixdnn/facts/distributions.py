@@ -6,7 +6,10 @@ name on ``sys.path`` wins, as it does for ``importlib.metadata``.
 
 from __future__ import annotations
 
+import csv
+import os
 import re
+from collections.abc import Callable, Iterable
 from email.parser import HeaderParser
 
 from fixdnn.facts.model import Distribution, Unknown
@@ -87,3 +90,45 @@ def gather(host: Host, search_path: tuple[str, ...]) -> tuple[tuple[Distribution
             elif dist.name not in seen:
                 seen[dist.name] = dist
     return tuple(seen.values()), unknowns
+
+
+def _shared_objects(host: Host, dist: Distribution) -> list[str] | HostError:
+    """Paths (relative to the site dir) of the shared objects a distribution's RECORD lists."""
+    try:
+        st = host.stat(dist.record)
+        key = (dist.record, host.root, st.st_size, st.st_mtime_ns, st.st_ino)  # a reinstall is a new key
+        hit = _SO_CACHE.get(key)
+        if hit is not None:
+            return hit
+        text = host.read_text(dist.record, limit=64 << 20)
+    except HostError as exc:
+        return exc
+    rows = [row[0] for row in csv.reader(line for line in text.splitlines() if ".so" in line) if row]
+    _SO_CACHE[key] = rows
+    return rows
+
+
+_SO_CACHE: dict[tuple, list[str]] = {}  # one read of each RECORD per process, whoever asks
+
+
+def library_owners(host: Host, dists: Iterable[Distribution], wanted: Callable[[str], bool],
+                   only: Callable[[Distribution], bool] = lambda d: True
+                   ) -> tuple[dict[str, Distribution], list[Unknown]]:
+    """{path: distribution} for the shared objects whose file name ``wanted`` accepts, from RECORD files
+    (keyed by both the normalised and the resolved path). Unreadable RECORDs become unknown facts."""
+    owners: dict[str, Distribution] = {}
+    unknowns: list[Unknown] = []
+    for dist in dists:
+        if not dist.record or not dist.record.endswith("RECORD") or not only(dist):
+            continue
+        rows = _shared_objects(host, dist)
+        if isinstance(rows, HostError):
+            unknowns.append(Unknown(f"RECORD of {dist.display_name}", rows.reason))
+            continue
+        for rel in rows:
+            if not wanted(rel.rsplit("/", 1)[-1]):
+                continue
+            full = os.path.normpath(f"{dist.location}/{rel}")
+            owners[full] = dist
+            owners[host.realpath(full)] = dist
+    return owners, unknowns

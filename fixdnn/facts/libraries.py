@@ -8,13 +8,12 @@ headers are read; the libraries themselves are opened only for their ELF dynamic
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
 from dataclasses import dataclass, field
 
-from fixdnn.facts.distributions import canonical
+from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import read_elf
 from fixdnn.facts.model import Distribution, LibraryCopy, TargetInfo, Unknown
 from fixdnn.host import Host, HostError
@@ -111,25 +110,8 @@ def _cuda_roots(host: Host) -> list[tuple[str, str]]:
 
 
 def _owners_pip(host: Host, distributions: tuple[Distribution, ...]) -> tuple[dict[str, Distribution], list[Unknown]]:
-    owners: dict[str, Distribution] = {}
-    unknowns = []
-    for dist in distributions:
-        if not dist.name.startswith(_OWNED_PREFIXES) or not dist.record or not dist.record.endswith("RECORD"):
-            continue
-        try:
-            text = host.read_text(dist.record, limit=64 << 20)
-        except HostError as exc:
-            unknowns.append(Unknown(f"RECORD of {dist.display_name}", exc.reason))
-            continue
-        for row in csv.reader(line for line in text.splitlines() if ".so" in line):
-            if not row:
-                continue
-            rel = row[0]
-            if family_of(rel.rsplit("/", 1)[-1]) is None:
-                continue
-            full = os.path.normpath(f"{dist.location}/{rel}")
-            owners[host.realpath(full)] = dist
-    return owners, unknowns
+    return library_owners(host, distributions, lambda name: family_of(name) is not None,
+                          only=lambda d: d.name.startswith(_OWNED_PREFIXES))
 
 
 def _owners_conda(host: Host, prefix: str | None) -> dict[str, str]:

@@ -3,7 +3,6 @@ explanation names the cause that holds in a real (synthetic) environment."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

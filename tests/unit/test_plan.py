@@ -11,7 +11,6 @@ import pytest
 from fixdnn import compat as compat_mod
 from fixdnn import context as context_mod
 from fixdnn import rules as rules_mod
-from fixdnn.actions import Action
 from fixdnn.plan import plan
 from fixdnn.symptoms.registry import Symptom
 from tests.conftest import run_diagnosis
