@@ -369,22 +369,14 @@ def _try_diagnose(opts: dict):
 
 def _explanation(opts: dict, text: str):
     from fixdnn import rules as rules_mod
-    from fixdnn.explain import explain, match_text, plan_for
+    from fixdnn.explain import explain, is_harmless, match_text, plan_for
 
     matches = match_text(text, rules_mod.load(list(opts.get("rules") or ())).errors)
-    if not matches or all(_noise(m) for m in matches):
-        from fixdnn.explain import explain as only
-
-        return only(matches)
+    if not matches or all(is_harmless(m.signature) for m in matches):
+        return explain(matches)  # nothing to diagnose for: unknown text, or only known noise
     facts_value, found, why = _try_diagnose(opts)
     planner = plan_for(facts_value, _host(opts), opts.get("rules") or ()) if facts_value is not None else None
     return explain(matches, facts_value, found, plan=planner, not_checked=why)
-
-
-def _noise(match) -> bool:
-    from fixdnn.explain import is_harmless
-
-    return is_harmless(match.signature)
 
 
 def _print_explanation(opts: dict, ex, stream=None) -> None:
