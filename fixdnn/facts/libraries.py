@@ -49,14 +49,15 @@ class _Inventory:
         real = self.host.realpath(path)
         entry = self.copies.get(real)
         if entry is None:
-            entry = {"family": fam[0], "path": path, "realpath": real, "places": [], "names": []}
+            entry = {"family": fam[0], "path": path, "realpath": real, "places": [], "aliases": []}
             self.copies[real] = entry
             self.order.append(real)
         elif len(name) < len(entry["path"].rsplit("/", 1)[-1]) or entry["path"] == real:
             entry["path"] = path if "/" in path else entry["path"]
         if place not in entry["places"]:
             entry["places"].append(place)
-        entry["names"].append(name)
+        if path not in entry["aliases"]:
+            entry["aliases"].append(path)
 
     def scan_dir(self, directory: str, place: str, *, report_errors: bool = False) -> None:
         key = (directory, place)
@@ -197,6 +198,7 @@ def describe(host: Host, entry: dict, pip_owners: dict, conda_owners: dict) -> L
         owner=owner,
         found_in=tuple(entry["places"]),
         error=elf.error,
+        aliases=tuple(a for a in entry["aliases"] if a != entry["path"]),
     )
 
 

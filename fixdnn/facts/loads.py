@@ -25,18 +25,32 @@ def soname_of(family: str, major: int) -> str:
     return f"lib{family}.so.{major}"
 
 
-def _first_on_sys_path(host: Host, target: TargetInfo, folders: list[str], soname: str) -> tuple[str, int] | None:
-    """torch's rule: for each sys.path entry in order, nvidia/<folder>/lib/<soname>; first hit wins."""
+def _torch_candidates(host: Host, entry: str, folder: str, family: str, cuda_major: str | None) -> list[str]:
+    """torch's _get_cuda_dep_paths for one sys.path entry: glob ``lib<family>.so.*[0-9]`` (any major!) in
+    nvidia/<folder>/lib, then nvidia/cu<MAJ>/lib, then <folder>/lib."""
+    dirs = [f"{entry}/nvidia/{folder}/lib"]
+    if cuda_major:
+        dirs.append(f"{entry}/nvidia/cu{cuda_major}/lib")
+    dirs.append(f"{entry}/{folder}/lib")
+    stem = f"lib{family}.so."
+    found = []
+    for directory in dirs:
+        try:
+            names = host.listdir(directory)
+        except HostError:
+            continue
+        found += [f"{directory}/{n}" for n in names if n.startswith(stem) and n[-1:].isdigit()]
+    return found
+
+
+def _torch_preload(host: Host, target: TargetInfo, fw: Framework, family: str) -> tuple[str, int] | None:
+    """The file torch's _preload_cuda_deps would ctypes-load for a family: the first candidate of the first
+    sys.path entry that has any (torch stops there, whatever major it found)."""
+    cuda_major = fw.cuda.split(".")[0] if fw.cuda else None
     for index, entry in enumerate(target.sys_path):
-        for folder in folders:
-            lib_dir = f"{entry.rstrip('/')}/nvidia/{folder}/lib"
-            try:
-                names = host.listdir(lib_dir)
-            except HostError:
-                continue
-            if soname in names or any(n.startswith(soname + ".") for n in names):
-                name = soname if soname in names else next(n for n in names if n.startswith(soname + "."))
-                return f"{lib_dir}/{name}", index
+        found = _torch_candidates(host, entry.rstrip("/"), _WHEEL_FOLDER.get(family, family), family, cuda_major)
+        if found:
+            return found[0], index
     return None
 
 
@@ -52,12 +66,16 @@ def _python_preload(host: Host, target: TargetInfo, fw: Framework, family: str, 
     if fw.cuda and family != "cudnn":
         folders.append(f"cu{fw.cuda.split('.')[0]}")
     if _torch_preloads(fw, requires):
-        hit = _first_on_sys_path(host, target, folders, soname)
+        hit = _torch_preload(host, target, fw, family)
         if hit is None:
-            return None, (f"torch preload: no sys.path entry has nvidia/{folders[0]}/lib/{soname}",)
+            return None, (f"torch preload: no sys.path entry has nvidia/{folders[0]}/lib/lib{family}.so.*",)
         path, index = hit
         origin = target.sys_path_origins[index] if index < len(target.sys_path_origins) else "?"
-        return path, (f"torch preload: sys.path[{index}] ({origin}) {target.sys_path[index]} has {path}",)
+        note = f"torch preload: sys.path[{index}] ({origin}) {target.sys_path[index]} has {path}"
+        loaded_as = read_elf(host, path).soname or path.rsplit("/", 1)[-1]
+        if loaded_as != soname:  # e.g. a cuDNN 8 found first: preloaded, but it does not answer libcudnn.so.9
+            return None, (note + f" (SONAME {loaded_as}, not {soname}: the loader still has to find {soname})",)
+        return path, (note,)
     if fw.name == "jax":
         # nvidia.cudnn.__path__[0]: the first sys.path entry holding an nvidia/<folder> package.
         for index, entry in enumerate(target.sys_path):

@@ -86,6 +86,7 @@ class LibraryCopy:
     owner: str | None  # "pip:nvidia-cudnn-cu13 9.24.0.43", "conda:cudnn 9.1.0", or None
     found_in: tuple[str, ...] = ()  # every place that reaches it: "sys.path[2]", "LD_LIBRARY_PATH[0]", ...
     error: str | None = None  # e.g. a truncated ELF file
+    aliases: tuple[str, ...] = ()  # other names of the same file (soname links, $ORIGIN/.. paths the loader uses)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Facts:
         if path is None:
             return None
         for c in self.libraries:
-            if path in (c.path, c.realpath):
+            if path in (c.path, c.realpath) or path in c.aliases:
                 return c
         return None
 

@@ -5,6 +5,7 @@ Environments are real venvs with gcc-built libraries laid out like the real whee
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -258,3 +259,42 @@ def test_frameworks_that_agree_do_not_conflict(tmp_path, environ):
     # the JAX plugin loads nvidia.cudnn.__path__[0]/lib/libcudnn.so.9 by full path
     load = next(o for o in facts.loads_of("jax") if o.library == "cudnn")
     assert load.path == str(env.cudnn_lib / "libcudnn.so.9") and load.preload
+
+
+def test_torch_preload_takes_the_first_entry_whatever_its_major(torch_env, environ, tmp_path):
+    """torch globs libcudnn.so.*[0-9]: a cuDNN 8 wheel earlier on sys.path is preloaded (and stops the
+    search), but its SONAME does not answer libcudnn.so.9, which the loader then finds through the RPATH."""
+    old = EnvBuilder(tmp_path / "old", real_python=False)
+    old.add_cudnn_wheel("8.9.7.29", 12, dist=False)
+    environ["PYTHONPATH"] = str(old.site)
+    facts, symptoms = run_diagnosis(torch_env.python, environ)
+    load = next(o for o in facts.loads_of("torch") if o.library == "cudnn")
+    assert os.path.realpath(load.path) == str(torch_env.cudnn_lib / "libcudnn.so.9")  # via the DT_RPATH
+    assert facts.copy_at(load.path).version == "9.24.0"  # the loader's $ORIGIN/../.. name is known too
+    assert "SONAME libcudnn.so.8, not libcudnn.so.9" in load.preload[0]
+    assert "cudnn-shadowed" not in names(symptoms) and names(symptoms, "error") == []
+
+
+def test_torch_preload_also_reads_a_plain_cudnn_lib_folder_in_the_current_directory(torch_env, environ, tmp_path,
+                                                                                     monkeypatch):
+    """torch also globs <sys.path entry>/cudnn/lib: a tarball unpacked as ./cudnn shadows the wheel."""
+    project = tmp_path / "project"
+    stray_cudnn(project / "cudnn", "9.13.0")
+    monkeypatch.chdir(project)
+    _, symptoms = run_diagnosis(torch_env.python, environ)
+    s = by_name(symptoms, "cudnn-shadowed")
+    assert s.evidence["loaded"]["path"].startswith(str(project / "cudnn" / "lib"))
+    assert by_name(symptoms, "cudnn-version-mismatch").evidence["loaded"]["version"] == "9.13.0"
+
+
+def test_version_mismatch_of_the_wheel_found_through_tensorflows_runpath(tmp_path, environ):
+    """The classic "Loaded runtime CuDNN library: 9.1.0 but source was compiled with: 9.3.0": the old
+    wheel sits where TF's DT_RUNPATH ($ORIGIN/../nvidia/cudnn/lib) points."""
+    env = EnvBuilder(tmp_path / "venv")
+    env.add_tensorflow()
+    env.add_cudnn_wheel("9.1.0.70", 12)
+    env.add_cuda_wheels(12, "12.5.82")
+    facts, symptoms = run_diagnosis(env.python, environ)
+    s = by_name(symptoms, "cudnn-version-mismatch")
+    assert s.evidence["loaded"]["version"] == "9.1.0" and s.evidence["needs"]["minimum"] == "9.3"
+    assert any("DT_RUNPATH" in line for line in s.chain)
