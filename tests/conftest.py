@@ -11,6 +11,7 @@ from fixdnn.facts import gather
 from fixdnn.host import Host
 from fixdnn.symptoms.registry import diagnose
 from fixdnn.target import TargetSpec
+from tests.envkit.env import EnvBuilder
 
 
 @pytest.fixture
@@ -19,6 +20,18 @@ def environ(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+@pytest.fixture
+def torch_env(tmp_path):
+    """A healthy torch 2.14.1+cu130 venv (tests/envkit)."""
+    return EnvBuilder(tmp_path / "venv").torch_cuda13()
+
+
+@pytest.fixture
+def tf_env(tmp_path):
+    """A healthy TensorFlow 2.20 venv with its CUDA 12 wheels (tests/envkit)."""
+    return EnvBuilder(tmp_path / "venv").tensorflow_cuda12()
 
 
 def run_diagnosis(python, environ, *, prefix=None, root=None):

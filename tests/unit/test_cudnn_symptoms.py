@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
 
 from tests.conftest import names, run_diagnosis
 from tests.envkit.elfkit import build_so
@@ -19,16 +18,6 @@ def by_name(symptoms, name):
     found = [s for s in symptoms if s.name == name]
     assert found, f"{name} not found in {[s.name for s in symptoms]}"
     return found[0]
-
-
-@pytest.fixture
-def torch_env(tmp_path):
-    return EnvBuilder(tmp_path / "venv").torch_cuda13()
-
-
-@pytest.fixture
-def tf_env(tmp_path):
-    return EnvBuilder(tmp_path / "venv").tensorflow_cuda12()
 
 
 def test_healthy_torch_has_no_error_or_warning(torch_env, environ):

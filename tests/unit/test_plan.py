@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 
-import pytest
 
 from fixdnn import compat as compat_mod
 from fixdnn import context as context_mod
@@ -32,16 +31,6 @@ def plan_for(python, environ, *, online=True, **over):
 
 def for_symptom(p, name):
     return [a for a in p.actions if name in a.fixes]
-
-
-@pytest.fixture
-def torch_env(tmp_path):
-    return EnvBuilder(tmp_path / "venv").torch_cuda13()
-
-
-@pytest.fixture
-def tf_env(tmp_path):
-    return EnvBuilder(tmp_path / "venv").tensorflow_cuda12()
 
 
 def test_healthy_environment_plans_nothing_but_a_note(torch_env, environ):
