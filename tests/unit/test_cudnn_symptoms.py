@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 
-
 from tests.conftest import names, run_diagnosis
 from tests.envkit.elfkit import build_so
 from tests.envkit.env import EnvBuilder, stray_cudnn
