@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 
-
 from fixdnn import compat as compat_mod
 from fixdnn import context as context_mod
 from fixdnn import rules as rules_mod
