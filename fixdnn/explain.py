@@ -13,6 +13,7 @@ Pure apart from :func:`plan_for` (which loads the remedy rules); nothing here pr
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -45,14 +46,13 @@ def match_text(text: str, signatures: Iterable[ErrorSignature]) -> list[Match]:
     """Every signature found in ``text``, in the order of first appearance."""
     text = clean(text)
     starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    hits_of = {sig.id: (sig, list(_compiled(sig).finditer(text))) for sig in signatures}
+    spans = [(h.start(), h.end(), sid) for sid, (_sig, hits) in hits_of.items() for h in hits]
     found = []
-    for sig in signatures:
-        hits = list(_compiled(sig).finditer(text))
-        if not hits:
-            continue
+    for sid, (sig, hits) in hits_of.items():
+        if not hits or all(_inside_longer(h, sid, spans) for h in hits):
+            continue  # e.g. torch's "libcudnn.so.9: cannot open…" inside TF's "Could not load dynamic library…"
         first = hits[0]
-        import bisect
-
         index = bisect.bisect_right(starts, first.start()) - 1
         end = text.find("\n", first.start())
         line_text = text[starts[index]:end if end >= 0 else len(text)].strip()
@@ -63,6 +63,12 @@ def match_text(text: str, signatures: Iterable[ErrorSignature]) -> list[Match]:
         found.append(Match(sig, index + 1, line_text, len(hits), groups))
     found.sort(key=lambda m: (m.line, m.signature.id))
     return found
+
+
+def _inside_longer(hit: re.Match, sid: str, spans: list[tuple[int, int, str]]) -> bool:
+    """True when another signature's match covers this one and is longer: the more specific one wins."""
+    return any(other != sid and start <= hit.start() and hit.end() <= end and end - start > hit.end() - hit.start()
+               for start, end, other in spans)
 
 
 def is_harmless(sig: ErrorSignature, facts=None) -> bool:

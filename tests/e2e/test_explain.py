@@ -39,6 +39,15 @@ def test_every_real_message_matches_inside_a_noisy_log(sig_id, example):
     assert "\x1b" not in m.excerpt
 
 
+def test_the_more_specific_signature_wins_where_one_match_contains_another():
+    tf = next(s for s in SIGNATURES if s.id == "E03").examples[0]
+    assert [m.signature.id for m in match_text(tf, SIGNATURES)] == ["E03"]  # not also torch's E16
+    torch = "ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory"
+    assert "E16" in [m.signature.id for m in match_text(torch, SIGNATURES)]
+    both = match_text(tf + "\n" + torch, SIGNATURES)
+    assert {"E03", "E16"} <= {m.signature.id for m in both}  # a separate torch line still counts
+
+
 def test_noise_alone_matches_nothing():
     assert match_text(NOISE_BEFORE + NOISE_AFTER, SIGNATURES) == []
 
