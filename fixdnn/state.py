@@ -22,8 +22,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -78,13 +79,17 @@ def target_of(folder: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and a rename, so a
-    reader sees the old content or the new one, never half of it. Raises OSError."""
+    reader sees the old content or the new one, never half of it. ``data`` may be a function that writes
+    to the open file (to stream large content instead of building it in memory). Raises OSError."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -20,12 +20,12 @@ import binascii
 import csv
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import re
 import stat as stat_mod
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -364,9 +364,14 @@ def _load_all(path: Path | None) -> tuple[dict[str, list], dict[str, dict]]:
 def save_cache(path: Path, files: dict[str, list], clean: dict[str, dict] | None = None) -> None:
     from fixdnn.state import write_atomic
 
-    data = json.dumps({"schema": CACHE_SCHEMA, "files": files, "clean": clean or {}}, separators=(",", ":"),
-                      ensure_ascii=False)
-    write_atomic(path, data.encode("utf-8", "surrogateescape"))
+    def stream(fh) -> None:  # one entry per installed file: streamed, never built as one string
+        text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", write_through=True)
+        json.dump({"schema": CACHE_SCHEMA, "files": files, "clean": clean or {}}, text, separators=(",", ":"),
+                  ensure_ascii=False)
+        text.flush()
+        text.detach()
+
+    write_atomic(path, stream)
 
 
 def _cache_path(host: Host, target: TargetInfo, create: bool) -> Path | None:
@@ -382,13 +387,18 @@ def _cache_path(host: Host, target: TargetInfo, create: bool) -> Path | None:
 
 
 # -- hashing -------------------------------------------------------------------------------------------
+_buffers = threading.local()
+
+
 def hash_file(host: Host, path: str, algorithm: str) -> tuple[bytes, os.stat_result, bool]:
     """(digest, stat before reading, unchanged while reading). Streams 1 MiB at a time; raises HostError."""
     global HASH_CALLS
     with _counter_lock:
         HASH_CALLS += 1
     h = hashlib.new(algorithm)
-    buf = bytearray(CHUNK)
+    buf = getattr(_buffers, "buf", None)
+    if buf is None:  # one buffer per worker thread: a fresh 1 MiB per file made glibc's arenas grow by ~50 MB
+        buf = _buffers.buf = bytearray(CHUNK)
     view = memoryview(buf)
     with host.open_binary(path) as fh:
         try:
@@ -408,6 +418,45 @@ def hash_file(host: Host, path: str, algorithm: str) -> tuple[bytes, os.stat_res
         except OSError as exc:
             raise HostError(path, exc.strerror or exc.__class__.__name__) from None
     return h.digest(), before, _key(before) == _key(after)
+
+
+def _hash_in_parallel(host: Host, order: list[tuple[str, str]]):
+    """Yield ``((path, algorithm), hash_file result or HostError)`` in ``order``, hashed by a few threads.
+
+    A fixed set of workers pulls from one shared iterator: a Future per file (tens of thousands in a CUDA
+    environment) cost ~2 KiB each, more than all the hashing buffers together."""
+    results: dict[tuple[str, str], object] = {}
+    todo = iter(order)
+    lock = threading.Lock()
+    done = threading.Condition()
+
+    def work() -> None:
+        while True:
+            with lock:
+                k = next(todo, None)
+            if k is None:
+                return
+            try:
+                outcome: object = hash_file(host, k[0], k[1])
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which must not wait forever
+                outcome = exc
+            with done:
+                results[k] = outcome
+                done.notify_all()
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(min(_workers(), len(order)))]
+    for t in threads:
+        t.start()
+    for k in order:  # in order, so results are dropped as soon as they are used
+        with done:
+            while k not in results:
+                done.wait()
+            outcome = results.pop(k)
+        if isinstance(outcome, BaseException) and not isinstance(outcome, HostError):
+            raise outcome
+        yield k, outcome
+    for t in threads:
+        t.join()
 
 
 def _workers() -> int:
@@ -475,21 +524,18 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
     failures: dict[tuple[str, str], str] = {}
     if wanted:
         order = sorted(wanted, key=lambda k: -wanted[k].st_size)  # largest first: the pool ends together
-        with ThreadPoolExecutor(max_workers=min(_workers(), len(order))) as pool:
-            futures = {k: pool.submit(hash_file, host, k[0], k[1]) for k in order}
-            for k, fut in futures.items():
-                try:
-                    digest, before, stable = fut.result()
-                except HostError as exc:
-                    failures[k] = exc.reason
-                    continue
-                digests[k] = digest
-                if stable:
-                    old = cache.get(k[0])
-                    algos = dict(old[4]) if old is not None and old[:4] == _key(before) else {}
-                    algos[k[1]] = digest.hex()
-                    cache[k[0]] = _key(before) + [algos]
-                    dirty = True
+        for k, outcome in _hash_in_parallel(host, order):
+            if isinstance(outcome, HostError):
+                failures[k] = outcome.reason
+                continue
+            digest, before, stable = outcome
+            digests[k] = digest
+            if stable:
+                old = cache.get(k[0])
+                algos = dict(old[4]) if old is not None and old[:4] == _key(before) else {}
+                algos[k[1]] = digest.hex()
+                cache[k[0]] = _key(before) + [algos]
+                dirty = True
 
     results = []
     for pkg in packages:

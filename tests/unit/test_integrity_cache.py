@@ -144,3 +144,16 @@ def test_changed_record_is_parsed_again(tmp_path, monkeypatch):
     monkeypatch.setattr(integrity, "parse_record", lambda *a, **k: calls.append(1) or real(*a, **k))
     _hashed, item = _run(env)
     assert calls and item.bad_count == 1 and item.bad[0].problem == "missing"
+
+
+def test_a_failing_hash_worker_is_reported_not_a_hang(tmp_path, monkeypatch):
+    env = Env(tmp_path / "env").cudnn()
+
+    def broken(*_args):
+        raise RuntimeError("disk controller on fire")
+
+    monkeypatch.setattr(integrity, "hash_file", broken)
+    import pytest
+
+    with pytest.raises(RuntimeError, match="on fire"):
+        env.check()
