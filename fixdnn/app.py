@@ -40,6 +40,13 @@ def _host(opts: dict):
     return Host(root=root)
 
 
+def _notice(text: str) -> None:
+    """A word before a long quiet step, for a person at a terminal (never in pipes or JSON)."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"fixdnn: {text}\n")
+        sys.stderr.flush()
+
+
 def _gather(opts: dict):
     from fixdnn.facts import gather, loads_json
     from fixdnn.target import TargetSpec
@@ -67,7 +74,7 @@ def _gather(opts: dict):
     try:
         return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
                       verify_all=bool(opts.get("verify_all")), lock=opts.get("lock"),
-                      save_cache=not opts.get("dry_run"))
+                      save_cache=not opts.get("dry_run"), notice=_notice)
     except LockfileError as exc:
         raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else str(exc)) from None
 

@@ -24,9 +24,10 @@ def relevant_env(environ) -> dict[str, str]:
 
 
 def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False, lock: str | None = None,
-           save_cache: bool = True) -> Facts:
+           save_cache: bool = True, notice=None) -> Facts:
     """``lock``: a conda-lock lockfile to compare with (``facts.lock``); LockfileError when unreadable.
-    ``save_cache=False``: write nothing at all, not even the integrity hash cache (``--dry-run``)."""
+    ``save_cache=False``: write nothing at all, not even the integrity hash cache (``--dry-run``).
+    ``notice(text)``: told before a long step (the first hashing of big packages); the CLI prints it."""
     from fixdnn import compat as compat_mod
     from fixdnn.facts import distributions, driver, frameworks, integrity, libraries, loads
     from fixdnn.facts.model import Facts
@@ -50,7 +51,8 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     resolved = tuple((o.path, "resolved by the loader model") for o in outcomes if o.path)
     copies, more = libraries.gather(host, target, dists, env.ld_cache, resolved)
     unknowns += more
-    checks, more = integrity.gather(host, target, dists, verify_all=verify_all, save_cache=save_cache)
+    checks, more = integrity.gather(host, target, dists, verify_all=verify_all, save_cache=save_cache,
+                                    notice=notice)
     unknowns += more
     cpu_side = _cpu_side(host, target, dists, env)
     unknowns += cpu_side.pop("unknowns")

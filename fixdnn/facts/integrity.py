@@ -26,6 +26,7 @@ import os
 import re
 import stat as stat_mod
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -388,6 +389,7 @@ def _cache_path(host: Host, target: TargetInfo, create: bool) -> Path | None:
 
 # -- hashing -------------------------------------------------------------------------------------------
 _buffers = threading.local()
+NOTICE_BYTES = 256 << 20  # hashing less than this is quick enough to need no word
 
 
 def hash_file(host: Host, path: str, algorithm: str) -> tuple[bytes, os.stat_result, bool]:
@@ -478,7 +480,8 @@ def _kind(mode: int) -> str:
 
 
 def verify(host: Host, packages: list[Package], cache_file: Path | None,
-           save_to=None, loaded: tuple[dict, dict] | None = None) -> tuple[InstallCheck, ...]:
+           save_to=None, loaded: tuple[dict, dict] | None = None,
+           notice: Callable[[str], None] | None = None) -> tuple[InstallCheck, ...]:
     """Compare every entry with the disk. ``save_to()`` returns the cache path to write (or None);
     ``loaded`` is the cache already read by the caller (files, clean snapshots)."""
     cache, clean = loaded if loaded is not None else _load_all(cache_file)
@@ -522,6 +525,11 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
             wanted[(e.path, e.algorithm)] = st
 
     failures: dict[tuple[str, str], str] = {}
+    if wanted and notice is not None:
+        size = sum(st.st_size for st in wanted.values())
+        if size >= NOTICE_BYTES:  # a first run over CUDA wheels takes seconds: say why it is quiet
+            notice(f"verifying {len(wanted)} files ({size / 2**30:.1f} GiB) of DNN packages against their "
+                   "records; later runs reuse the result")
     if wanted:
         order = sorted(wanted, key=lambda k: -wanted[k].st_size)  # largest first: the pool ends together
         for k, outcome in _hash_in_parallel(host, order):
@@ -605,7 +613,8 @@ def _snapshot(pkg: Package, bad: list, observed: dict, cache: dict, checked: int
 
 
 def gather(host: Host, target: TargetInfo, distributions: tuple[Distribution, ...], *, verify_all: bool = False,
-           patterns: Patterns | None = None, save_cache: bool = True) -> tuple[tuple[InstallCheck, ...], list[Unknown]]:
+           patterns: Patterns | None = None, save_cache: bool = True,
+           notice: Callable[[str], None] | None = None) -> tuple[tuple[InstallCheck, ...], list[Unknown]]:
     """Verify the DNN-relevant (or, with ``verify_all``, every) installed package of the target.
 
     ``save_cache=False`` reads the hash cache but never writes it (``--dry-run`` changes nothing)."""
@@ -619,7 +628,7 @@ def gather(host: Host, target: TargetInfo, distributions: tuple[Distribution, ..
     if not any(p.entries for p in packages):
         checked = verify(host, packages, None, loaded=({}, {}))
     else:
-        checked = verify(host, packages, cache_file, loaded=(files, clean),
+        checked = verify(host, packages, cache_file, loaded=(files, clean), notice=notice,
                          save_to=(lambda: _cache_path(host, target, create=True)) if save_cache else None)
     order = {d.name: i for i, d in enumerate(distributions)}
     results = sorted(unchanged + list(checked), key=lambda c: (c.source != "pip", order.get(c.distribution, 0)))

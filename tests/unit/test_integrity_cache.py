@@ -157,3 +157,17 @@ def test_a_failing_hash_worker_is_reported_not_a_hang(tmp_path, monkeypatch):
 
     with pytest.raises(RuntimeError, match="on fire"):
         env.check()
+
+
+def test_a_long_first_check_is_announced_once(tmp_path, monkeypatch):
+    env = Env(tmp_path / "env").cudnn()
+    monkeypatch.setattr(integrity, "NOTICE_BYTES", 1)  # the fixture's files are small
+    said: list[str] = []
+    host, target = env.host(), env.target()
+    from fixdnn.facts import distributions
+
+    dists, _ = distributions.gather(host, target.site_dirs)
+    integrity.gather(host, target, dists, notice=said.append)
+    assert len(said) == 1 and said[0].startswith("verifying 7 files")
+    integrity.gather(host, target, dists, notice=said.append)
+    assert len(said) == 1  # warm: nothing to hash, nothing to say
