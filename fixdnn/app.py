@@ -16,6 +16,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     no_args_is_help=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Find why cuDNN / CUDA / oneDNN / MKL / OpenMP fail in a deep-learning environment, and repair it.",
 )
 
@@ -129,6 +130,14 @@ def diagnose(opts: dict) -> int:
     return report.exit_code
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from fixdnn import __version__
+
+        sys.stdout.write(f"fixdnn {__version__}\n")
+        raise typer.Exit(0)
+
+
 @app.callback(invoke_without_command=True)
 def main(
     ctx: typer.Context,
@@ -137,6 +146,8 @@ def main(
     root: Optional[str] = typer.Option(None, "--root", help="Treat DIR as / (a mounted image, a test tree)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (schema fixdnn.report/1)."),
     facts_file: Optional[str] = typer.Option(None, "--facts", help="Diagnose a facts file saved with 'fixdnn facts'."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print fixdnn's version and exit."),
     verify_all: bool = typer.Option(False, "--verify-all",
                                     help="Verify every installed package's files against its record, not only DNN ones."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Also show the repair plan (commands, file diffs); change nothing."),

@@ -193,3 +193,12 @@ def test_files_only_target_under_root(tmp_path, environ):
     assert report["target"]["kind"] == "venv" and report["target"]["python"] is None
     site = "/opt/venv/" + str(env.site.relative_to(root / "opt/venv"))
     assert report["frameworks"][0]["cudnn"]["resolved_path"] == f"{site}/nvidia/cudnn/lib/libcudnn.so.9"
+
+
+def test_version_and_short_help(environ):
+    from fixdnn import __version__
+
+    version = fixdnn(["--version"], environ)
+    assert version.returncode == 0 and version.stdout.strip() == f"fixdnn {__version__}"
+    short = fixdnn(["-h"], environ)
+    assert short.returncode == 0 and "Usage: fixdnn" in short.stdout and "--dry-run" in short.stdout
