@@ -9,6 +9,8 @@ pin wins) and ordered: uninstall, install, path and variable changes, files, man
 
 from __future__ import annotations
 
+import os
+
 import posixpath
 import re
 from dataclasses import asdict, replace
@@ -260,7 +262,20 @@ def plan(symptoms, ctx: Context, rules: Rules, compat=None) -> Plan:
     notes.extend(more)
     actions = _dedupe(actions)
     actions.sort(key=lambda a: _ORDER[a.kind])
+    notes.extend(_outside_notes(actions, ctx))
     return Plan(tuple(actions), tuple(dict.fromkeys(notes)), tuple(unfixed))
+
+
+def _outside_notes(actions: list[Action], ctx: Context) -> list[str]:
+    """fixdnn touches only the environment (and its own state folder) unless the plan says otherwise."""
+    inside = os.path.normpath(ctx.prefix or "/") if ctx.prefix else None
+    out = []
+    for a in actions:
+        if a.kind == "write-file" and a.path:
+            path = os.path.normpath(a.path)
+            if inside is None or not (path == inside or path.startswith(inside.rstrip("/") + "/")):
+                out.append(f"outside the environment: {a.remedy or 'a rule'} writes {a.path}")
+    return out
 
 
 def _dedupe(actions: list[Action]) -> list[Action]:

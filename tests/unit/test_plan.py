@@ -242,3 +242,25 @@ def test_pip_config_is_parsed_with_precedence():
     assert cfg.index_url == "http://127.0.0.1:1/simple/"
     assert cfg.extra_index_urls == ("http://127.0.0.1:2/a", "http://127.0.0.1:3/b")
     assert cfg.no_index is True
+
+
+def test_a_write_outside_the_environment_is_said_in_the_plan(tmp_path):
+    layer = tmp_path / "layer"
+    (layer / "remedies").mkdir(parents=True)
+    (layer / "remedies" / "mine.toml").write_text('''[[remedy]]
+id = "cudnn-wheel-collision.my-notes"
+symptom = "cudnn-wheel-collision"
+reason = "keep a note"
+actions = [{ kind = "write-file", path = "{location}/../NOTES.txt", content = "two cuDNN wheels" },
+           { kind = "write-file", path = "/etc/fixdnn-notes.txt", content = "two cuDNN wheels" }]
+
+[[remedy.case]]
+evidence = { location = "/env/lib/python3.11/site-packages", distributions = [] }
+expect = [{ kind = "write-file" }, { kind = "write-file" }]
+''')
+    rules = rules_mod.load([layer], include_user=False)
+    ev = {"location": "/env/lib/python3.11/site-packages", "distributions": []}
+    p = plan([Symptom("FDN107", "cudnn-wheel-collision", "warning", "", ev)], _ctx(prefix="/env"), rules, COMPAT)
+    assert {a.path for a in p.actions} == {"/env/lib/python3.11/site-packages/../NOTES.txt", "/etc/fixdnn-notes.txt"}
+    outside = [n for n in p.notes if n.startswith("outside the environment")]
+    assert outside == ["outside the environment: cudnn-wheel-collision.my-notes writes /etc/fixdnn-notes.txt"]
