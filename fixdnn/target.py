@@ -153,7 +153,7 @@ def discover(host: Host, spec: TargetSpec) -> tuple[TargetInfo, list[Unknown]]:
         python_version=data.get("python_version"),
         prefix=prefix,
         base_prefix=data.get("base_prefix"),
-        kind=_kind_of(host, prefix) if prefix != data.get("base_prefix") or host.exists(f"{prefix}/conda-meta") else "system",
+        kind=_kind_of(host, prefix),
         platform=data.get("platform"),
         machine=data.get("machine"),
         site_dirs=tuple(data.get("site_dirs") or ()),
