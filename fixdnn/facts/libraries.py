@@ -52,8 +52,8 @@ class _Inventory:
             entry = {"family": fam[0], "path": path, "realpath": real, "places": [], "aliases": []}
             self.copies[real] = entry
             self.order.append(real)
-        elif len(name) < len(entry["path"].rsplit("/", 1)[-1]) or entry["path"] == real:
-            entry["path"] = path if "/" in path else entry["path"]
+        elif len(name) < len(entry["path"].rsplit("/", 1)[-1]):
+            entry["path"] = path  # show the name the loader asks for (libcudnn.so.9), not libcudnn.so.9.1.0
         if place not in entry["places"]:
             entry["places"].append(place)
         if path not in entry["aliases"]:
