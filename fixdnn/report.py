@@ -83,13 +83,12 @@ def render_text(report: Report, console) -> None:
     t = facts.target
     console.print(f"[bold]fixdnn[/bold] {escape(t.kind)} environment "
                   f"{escape(t.prefix or '?')} (Python {escape(t.python_version or '?')})")
-    gpu = [fw for fw in facts.frameworks if fw.name]
-    if gpu:
+    if facts.frameworks:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("framework")
         table.add_column("needs")
         table.add_column("resolved copy", overflow="fold")
-        for fw in gpu:
+        for fw in facts.frameworks:
             entry = _framework_entry(facts, fw)
             cudnn = entry["cudnn"]
             if cudnn is None:
