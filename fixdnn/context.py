@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
 
 from fixdnn.facts.model import Facts
 
@@ -178,6 +179,22 @@ def frameworks_info(facts: Facts, compat) -> dict[str, FrameworkInfo]:
     return out
 
 
+MIN_TARGET_PIP = (22, 2)  # `pip install --dry-run --report` (what the plan's availability check runs)
+
+
+def _pip_is_recent(facts: Facts) -> bool:
+    """True unless the target's pip is known to predate --dry-run --report (e.g. pip 20 of Ubuntu 20.04's
+    Python 3.8); read from its dist-info, no process started. Unknown counts as recent."""
+    dist = facts.distribution("pip")
+    if dist is None:
+        return True
+    try:
+        release = Version(dist.version).release
+    except InvalidVersion:
+        return True
+    return release[:2] >= MIN_TARGET_PIP
+
+
 def _own_pip() -> bool:
     import importlib.util
 
@@ -188,16 +205,16 @@ def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Con
     """The context for planning. ``host`` is asked about pip config and uv; without it nothing is run."""
     t = facts.target
     kind = t.kind if t.kind in ("venv", "conda", "system", "files") else "system"
-    installer = "pip" if t.has_pip else "none"
-    argv: tuple[str, ...] = (t.python, "-m", "pip") if t.python and t.has_pip else ()
+    installer = "pip" if t.has_pip and _pip_is_recent(facts) else "none"
+    argv: tuple[str, ...] = (t.python, "-m", "pip") if t.python and installer == "pip" else ()
     if host is not None and not t.has_pip and _is_uv_venv(host, t.prefix):
         kind = "uv"
         uv = shutil.which("uv", path=host.env("PATH", os.defpath))
         if uv:
             installer, argv = "uv", (uv, "pip")
     if installer == "none" and host is not None and host.root is None and t.python and _own_pip():
-        # A target without pip is driven by fixdnn's own pip (pip >= 22.3 installs into --python T),
-        # exactly as fixdnn.apply runs it.
+        # A target without pip (or with a pip too old for --dry-run --report) is driven by fixdnn's own
+        # pip (pip >= 22.3 installs into --python T), exactly as fixdnn.apply runs it.
         installer, argv = "pip", (sys.executable, "-m", "pip", "--python", t.python)
     pip = read_pip_config(host, argv if installer == "pip" else ()) if host is not None else PipConfig()
     return Context(

@@ -264,3 +264,19 @@ expect = [{ kind = "write-file" }, { kind = "write-file" }]
     assert {a.path for a in p.actions} == {"/env/lib/python3.11/site-packages/../NOTES.txt", "/etc/fixdnn-notes.txt"}
     outside = [n for n in p.notes if n.startswith("outside the environment")]
     assert outside == ["outside the environment: cudnn-wheel-collision.my-notes writes /etc/fixdnn-notes.txt"]
+
+
+def test_a_target_pip_too_old_for_dry_run_is_replaced_by_fixdnns_own(torch_env, environ):
+    """pip < 22.2 has no `install --dry-run --report`: fixdnn's own pip drives the target with --python."""
+    import sys
+
+    from fixdnn.host import Host
+
+    (torch_env.site / "pip").mkdir()
+    (torch_env.site / "pip" / "__init__.py").write_text("__version__ = '20.0.2'\n")
+    torch_env.add_dist("pip", "20.0.2", ["pip/__init__.py"])
+    facts, _ = run_diagnosis(torch_env.python, environ)
+    assert facts.target.has_pip is True
+    ctx = context_mod.build(facts, Host(environ=environ), compat=COMPAT)
+    assert ctx.installer == "pip"
+    assert ctx.installer_argv == (sys.executable, "-m", "pip", "--python", str(torch_env.python))
