@@ -359,10 +359,6 @@ def read(path: str | Path, platform: str | None = None) -> LockFacts:
                      patterns.pip, patterns.conda)
 
 
-def target_platform(facts: Facts) -> str | None:
-    return conda_subdir(facts.target.platform, facts.target.machine)
-
-
 # -- drift ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Drift:

@@ -68,8 +68,6 @@ class CpuRules:
     mkl_pattern: re.Pattern
     mkl_roles: dict[str, str]  # part ("avx2") -> role ("dispatch")
     mkl_packages: tuple[str, ...]
-    thread_layer_needs: dict[str, str]  # "intel_thread" -> "libiomp5.so"
-    layer_values: tuple[str, ...]
     layer_clash: tuple[str, ...]
     layer_default: str
     service_packages: tuple[str, ...]
@@ -171,9 +169,6 @@ def _load_rules(name: str) -> CpuRules:
         mkl_pattern=_regex(path, text, "pattern", _get(path, text, mkl, "pattern", str)),
         mkl_roles=roles,
         mkl_packages=_strings(path, text, mkl, "packages"),
-        thread_layer_needs={"intel_thread": _get(path, text, mkl, "intel_thread_needs", str),
-                            "gnu_thread": _get(path, text, mkl, "gnu_thread_needs", str)},
-        layer_values=_strings(path, text, layer, "values"),
         layer_clash=_strings(path, text, layer, "clashes_with_gnu"),
         layer_default=_get(path, text, layer, "default", str),
         service_packages=_strings(path, text, layer, "service_packages"),
