@@ -36,6 +36,14 @@ class Action:
         if self.kind not in KINDS:
             raise ValueError(f"unknown action kind {self.kind!r} (expected one of {', '.join(KINDS)})")
 
+    def hashed_pins(self) -> dict[str, str] | None:
+        """{pin: sha256} when this install can run in pip's hash-checking mode: it installs no dependencies
+        (``--no-deps``) and the index gave a hash for every pin. None otherwise."""
+        if self.kind != "pip-install" or "--no-deps" not in self.pip_args or not self.packages:
+            return None
+        known = dict(h.split(" sha256:", 1) for h in self.hashes if " sha256:" in h)
+        return known if all(p in known for p in self.packages) else None
+
     def key(self) -> tuple:
         """Identity for de-duplication: the same change, whoever asked for it."""
         return (self.kind, self.packages, self.name, self.value, self.path, self.content, self.text)
@@ -49,6 +57,10 @@ class Action:
         verb = ["install"] if self.kind == "pip-install" else (["uninstall"] if is_uv else ["uninstall", "-y"])
         target = ["--python", python or "python"] if is_uv else []  # uv takes --python after the verb
         args = list(self.pip_args) if self.kind == "pip-install" else []
+        if self.hashed_pins():
+            # apply writes the pins with their sha256 to a requirements file: pip refuses any other file
+            return " ".join(map(shlex.quote, [*head, *verb, *target, *args, "--require-hashes", "-r"])) + \
+                " <(" + " ".join(f"{p} --hash=sha256:{h}" for p, h in self.hashed_pins().items()) + ")"
         return " ".join(map(shlex.quote, [*head, *verb, *target, *args, *self.packages]))
 
     def describe(self, python: str | None = None) -> str:

@@ -342,8 +342,9 @@ def _run_pip(txn: Transaction, step: int, argv: list[str], intent: dict, sig: di
                 proc.wait(timeout=10)
             raise
     if code != 0:
-        lines = [ln for ln in log.read_text("utf-8", "replace").splitlines() if ln.strip()]
-        last = lines[-1].strip() if lines else f"exit {code}"
+        lines = [ln.strip() for ln in log.read_text("utf-8", "replace").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("ERROR")]  # pip's own summary beats its last detail line
+        last = (errors or lines or [f"exit {code}"])[0 if errors else -1]
         raise ApplyError(f"pip failed (exit {code}): {last}")
 
 
@@ -375,8 +376,14 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
         txn.do_stash(intent["stash"])
         txnmod._hook(f"{step}:stash")
         if action.kind == "pip-install":
+            pins = check_pins(action)
+            hashed = action.hashed_pins()
+            if hashed:  # what the plan's dry run saw, and nothing else (pip's hash-checking mode)
+                req = txn.folder / f"step-{step}.requirements.txt"
+                req.write_text("".join(f"{p} --hash=sha256:{h}\n" for p, h in hashed.items()), encoding="utf-8")
+                pins = ["--require-hashes", "-r", str(req)]
             argv = _pip_argv(installer_for(action, target, pip_base),
-                             ["install", "--only-binary=:all:", *action.pip_args, *check_pins(action)])
+                             ["install", "--only-binary=:all:", *action.pip_args, *pins])
             _run_pip(txn, step, argv, intent, sig)
             after = txnmod.scan(target.prefix, txn.exclude())
             created = [p for p in after if p not in listing]

@@ -246,3 +246,28 @@ def test_interrupted_transaction_is_reported_then_rolled_back(world):
     assert back.returncode == 0 and "2 steps undone" in back.stdout
     assert tree(prefix) == before
     assert "was interrupted" not in cli(env, "symptoms").stderr
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_no_deps_install_runs_in_hash_checking_mode(world):
+    """A --no-deps step whose hashes the plan knows installs exactly that file: pip refuses any other."""
+    prefix, _env = world
+    pin = "nvidia-cudnn-cu12==9.3.0.75"
+    wheel = next(index_dir().glob("nvidia_cudnn_cu12-9.3.0.75-*.whl"))
+    before = tree(prefix)
+    wrong = Action("pip-install", packages=(pin,), pip_args=("--no-deps",), hashes=(f"{pin} sha256:{'0' * 64}",))
+    assert "--require-hashes" in wrong.command(str(prefix / "bin/python"))
+    res = apply_plan(Plan((wrong,)), target_of(prefix))
+    assert res.outcome == "failed-and-rolled-back" and "hash" in res.reason.lower(), res.reason
+    assert tree(prefix) == before
+    right = Action("pip-install", packages=(pin,), pip_args=("--no-deps",), hashes=(f"{pin} sha256:{_sha256(wheel)}",))
+    res = apply_plan(Plan((right,)), target_of(prefix))
+    assert res.outcome == "applied", res.reason
+    assert version_of(prefix) == ["nvidia_cudnn_cu12-9.3.0.75.dist-info"]
+    req = transactions(prefix)[-1].folder / "step-1.requirements.txt"
+    assert req.read_text() == f"{pin} --hash=sha256:{_sha256(wheel)}\n"
