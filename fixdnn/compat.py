@@ -40,14 +40,20 @@ def line_of(text: str, key: str) -> int:
 
 
 def load_toml(path: Path) -> tuple[dict, str]:
+    """(data, text) of a rule or table file; RulesError "FILE:LINE: what is wrong" when it cannot be used."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RulesError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise RulesError(f"{path}:1: not UTF-8 text") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path}: {exc}") from None
+        msg = str(exc)
+        m = re.search(r"\(at line (\d+), column \d+\)", msg)
+        line = m.group(1) if m else "1"
+        raise RulesError(f"{path}:{line}: invalid TOML: {re.sub(r' ?[(]at line .*[)]', '', msg)}") from None
 
 
 def _ver(path: Path, text: str, key: str, value: object) -> Version:
@@ -57,12 +63,17 @@ def _ver(path: Path, text: str, key: str, value: object) -> Version:
         raise RulesError(f"{path}:{line_of(text, key)}: {key} = {value!r} is not a version") from None
 
 
-def _need(path: Path, text: str, row: dict, key: str, kind: type) -> object:
-    if key not in row:
-        raise RulesError(f"{path}:{line_of(text, key)}: missing key {key!r}")
-    value = row[key]
-    if not isinstance(value, kind):
-        raise RulesError(f"{path}:{line_of(text, key)}: {key} must be a {kind.__name__}")
+_ARTICLE = {"int": "an int", "dict": "a table", "list": "an array", "str": "a string", "bool": "true or false"}
+
+
+def need(path: Path, text: str, table: dict, key: str, kind: type, where: str = ""):
+    """``table[key]`` checked to be of ``kind``; RulesError "FILE:LINE: ..." otherwise (``where``: the key
+    to point at when the missing one has no line of its own)."""
+    if key not in table:
+        raise RulesError(f"{path}:{line_of(text, where or key)}: missing key {key!r}")
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RulesError(f"{path}:{line_of(text, key)}: {key} must be {_ARTICLE.get(kind.__name__, kind.__name__)}")
     return value
 
 
@@ -149,47 +160,47 @@ def _load(directory: str) -> Compat:
     tf, tf_text = load_toml(tf_path)
     tf_builds = tuple(
         TfBuild(
-            version=_ver(tf_path, tf_text, "version", _need(tf_path, tf_text, row, "version", str)),
-            cudnn=_ver(tf_path, tf_text, "cudnn", _need(tf_path, tf_text, row, "cudnn", str)),
-            cuda=_ver(tf_path, tf_text, "cuda", _need(tf_path, tf_text, row, "cuda", str)),
+            version=_ver(tf_path, tf_text, "version", need(tf_path, tf_text, row, "version", str)),
+            cudnn=_ver(tf_path, tf_text, "cudnn", need(tf_path, tf_text, row, "cudnn", str)),
+            cuda=_ver(tf_path, tf_text, "cuda", need(tf_path, tf_text, row, "cuda", str)),
             and_cuda=dict(row.get("and_cuda", {})),
         )
-        for row in _need(tf_path, tf_text, tf, "build", list)
+        for row in need(tf_path, tf_text, tf, "build", list)
     )
     torch_path = base / "torch.toml"
     torch, torch_text = load_toml(torch_path)
     torch_wheels = tuple(
         TorchWheel(
-            version=_ver(torch_path, torch_text, "version", _need(torch_path, torch_text, row, "version", str)),
-            cuda=_ver(torch_path, torch_text, "cuda", _need(torch_path, torch_text, row, "cuda", str)),
-            cudnn_pin=str(_need(torch_path, torch_text, row, "cudnn_pin", str)),
+            version=_ver(torch_path, torch_text, "version", need(torch_path, torch_text, row, "version", str)),
+            cuda=_ver(torch_path, torch_text, "cuda", need(torch_path, torch_text, row, "cuda", str)),
+            cudnn_pin=str(need(torch_path, torch_text, row, "cudnn_pin", str)),
         )
-        for row in _need(torch_path, torch_text, torch, "wheel", list)
+        for row in need(torch_path, torch_text, torch, "wheel", list)
     )
     jax_path = base / "jax.toml"
     jax, jax_text = load_toml(jax_path)
     jax_minimums = tuple(
         JaxMinimum(
-            since=_ver(jax_path, jax_text, "since", _need(jax_path, jax_text, row, "since", str)),
-            cuda_major=int(_need(jax_path, jax_text, row, "cuda_major", int)),
-            cudnn=_ver(jax_path, jax_text, "cudnn", _need(jax_path, jax_text, row, "cudnn", str)),
+            since=_ver(jax_path, jax_text, "since", need(jax_path, jax_text, row, "since", str)),
+            cuda_major=int(need(jax_path, jax_text, row, "cuda_major", int)),
+            cudnn=_ver(jax_path, jax_text, "cudnn", need(jax_path, jax_text, row, "cudnn", str)),
         )
-        for row in _need(jax_path, jax_text, jax, "minimum", list)
+        for row in need(jax_path, jax_text, jax, "minimum", list)
     )
     drv_path = base / "driver.toml"
     drv, drv_text = load_toml(drv_path)
     floor = {
-        int(_need(drv_path, drv_text, row, "cuda_major", int)): str(_need(drv_path, drv_text, row, "driver", str))
-        for row in _need(drv_path, drv_text, drv, "floor", list)
+        int(need(drv_path, drv_text, row, "cuda_major", int)): str(need(drv_path, drv_text, row, "driver", str))
+        for row in need(drv_path, drv_text, drv, "floor", list)
     }
     lib_path = base / "libraries.toml"
     libs, lib_text = load_toml(lib_path)
     cudnn_sets = {
         int(major): (tuple(spec.get("required", ())), tuple(spec.get("optional", ())))
-        for major, spec in _need(lib_path, lib_text, libs, "cudnn", dict).items()
+        for major, spec in need(lib_path, lib_text, libs, "cudnn", dict).items()
     }
-    cuda_libs = {int(m): dict(spec) for m, spec in _need(lib_path, lib_text, libs, "cuda", dict).items()}
-    wheels = dict(_need(lib_path, lib_text, libs, "wheels", dict))
+    cuda_libs = {int(m): dict(spec) for m, spec in need(lib_path, lib_text, libs, "cuda", dict).items()}
+    wheels = dict(need(lib_path, lib_text, libs, "wheels", dict))
     unsuffixed = int(wheels.pop("unsuffixed_since", 99))
     return Compat(
         tf_distributions=tuple(tf.get("distributions", ("tensorflow",))),

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fixdnn.facts.elf import ElfInfo, read_elf
-from fixdnn.facts.ldcache import flags_match
+from fixdnn.facts.ldcache import flags_match, read_ld_cache
 from fixdnn.host import Host, HostError
 
 SOURCES = (
@@ -180,8 +180,6 @@ def _legacy_hwcaps(host: Host, ld_so_help: str) -> tuple[str, ...]:
 
 def loader_env_from_host(host: Host, *, cwd: str | None = None, executable: str | None = None) -> LoaderEnv:
     """A LoaderEnv for the target: its LD_LIBRARY_PATH, its cache, its loader's own settings."""
-    from fixdnn.facts.ldcache import read_ld_cache
-
     diag = ld_so_diagnostics(host)
     numbered = [(int(k[len("path.system_dirs["):-1], 0), v) for k, v in diag.items() if k.startswith("path.system_dirs[")]
     system = tuple(v.rstrip("/") or "/" for _, v in sorted(numbered)) or default_dirs_for(host)

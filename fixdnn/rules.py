@@ -32,18 +32,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fixdnn.actions import KINDS
-from fixdnn.compat import RulesError, rules_dir
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from fixdnn.compat import RulesError, load_toml, rules_dir
 
 # The closed set of conditions a remedy's ``when`` may use, with the type each takes.
 CONDITIONS: dict[str, type | tuple[type, ...]] = {
@@ -166,22 +160,6 @@ class _Lines:
         return self.line_at(lo + m.start() + len(m.group(1) or "")) if m else self.entry(index)
 
 
-def _read(path: Path) -> tuple[dict, str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RulesError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise RulesError(f"{path}:1: not UTF-8 text") from None
-    try:
-        return tomllib.loads(text), text
-    except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        m = re.search(r"\(at line (\d+), column \d+\)", msg)
-        line = m.group(1) if m else "1"
-        raise RulesError(f"{path}:{line}: invalid TOML: {re.sub(r' ?[(]at line .*[)]', '', msg)}") from None
-
-
 # -- placeholders ------------------------------------------------------------------------------------
 def placeholders(template: str) -> list[tuple[str, tuple[str, ...]]]:
     """``[(path, filters), ...]`` of a template; ``{{`` / ``}}`` are literal braces."""
@@ -283,7 +261,7 @@ def _check_when(where: str, when: Any, roots: set[str]) -> dict:
 
 
 def _remedies_from(path: Path, known: set[str] | None) -> list[Remedy]:
-    data, text = _read(path)
+    data, text = load_toml(path)
     lines = _Lines(text)
     extra = set(data) - {"remedy"}
     if extra:
@@ -344,7 +322,7 @@ HARMLESS = ("", "always", "without-driver")
 
 
 def _errors_from(path: Path, known: set[str] | None) -> list[ErrorSignature]:
-    data, text = _read(path)
+    data, text = load_toml(path)
     lines = _Lines(text)
     rows = data.get("error", [])
     if not isinstance(rows, list):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.compat import RulesError, line_of, load_toml, rules_dir
+from fixdnn.compat import RulesError, line_of, load_toml, need, rules_dir
 from fixdnn.facts.conda import CondaEnv, openmp_flavour
 from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import ElfInfo, exports_symbol, read_elf
@@ -92,17 +92,8 @@ class CpuRules:
         return (m.group(1), m.group(2)) if m else None
 
 
-def _get(path: Path, text: str, table: dict, key: str, kind: type, where: str = ""):
-    if key not in table:
-        raise RulesError(f"{path}:{line_of(text, where or key)}: missing key {key!r}")
-    value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RulesError(f"{path}:{line_of(text, key)}: {key} must be a {kind.__name__}")
-    return value
-
-
 def _strings(path: Path, text: str, table: dict, key: str) -> tuple[str, ...]:
-    value = _get(path, text, table, key, list)
+    value = need(path, text, table, key, list)
     if not all(isinstance(v, str) for v in value):
         raise RulesError(f"{path}:{line_of(text, key)}: {key} must be a list of strings")
     return tuple(value)
@@ -124,62 +115,62 @@ def _load_rules(name: str) -> CpuRules:
     path = Path(name)
     data, text = load_toml(path)
     openmp = []
-    for row in _get(path, text, data, "openmp", list):
+    for row in need(path, text, data, "openmp", list):
         openmp.append(OmpRuntime(
-            vendor=_get(path, text, row, "vendor", str), name=_get(path, text, row, "name", str),
-            pattern=_regex(path, text, "pattern", _get(path, text, row, "pattern", str)),
-            registers=_get(path, text, row, "registers", bool), packages=_strings(path, text, row, "packages")))
+            vendor=need(path, text, row, "vendor", str), name=need(path, text, row, "name", str),
+            pattern=_regex(path, text, "pattern", need(path, text, row, "pattern", str)),
+            registers=need(path, text, row, "registers", bool), packages=_strings(path, text, row, "packages")))
         if openmp[-1].vendor not in ("intel", "gnu", "llvm"):
             raise RulesError(f"{path}:{line_of(text, 'vendor')}: vendor must be intel, gnu or llvm")
-    mkl = _get(path, text, data, "mkl", dict)
+    mkl = need(path, text, data, "mkl", dict)
     roles = {}
     for role in ("rt", "core", "dispatch", "threading", "interface"):
         for part in _strings(path, text, mkl, role):
             roles[part] = role
-    layer = _get(path, text, data, "mkl_threading_layer", dict)
+    layer = need(path, text, data, "mkl_threading_layer", dict)
     breaks = []
     for row in data.get("mkl_break", []):
         try:
-            since = Version(_get(path, text, row, "mkl_from", str))
+            since = Version(need(path, text, row, "mkl_from", str))
         except InvalidVersion:
             raise RulesError(f"{path}:{line_of(text, 'mkl_from')}: mkl_from is not a version") from None
         breaks.append(MklBreak(
-            framework=_get(path, text, row, "framework", str), conda_package=_get(path, text, row, "conda_package", str),
-            channels=_strings(path, text, row, "channels"), symbol=_get(path, text, row, "symbol", str),
-            mkl_from=since, fix_pin=_get(path, text, row, "fix_pin", str), message=_get(path, text, row, "message", str),
-            source=_get(path, text, row, "source", str)))
+            framework=need(path, text, row, "framework", str), conda_package=need(path, text, row, "conda_package", str),
+            channels=_strings(path, text, row, "channels"), symbol=need(path, text, row, "symbol", str),
+            mkl_from=since, fix_pin=need(path, text, row, "fix_pin", str), message=need(path, text, row, "message", str),
+            source=need(path, text, row, "source", str)))
     words = []
-    for item in _get(path, text, _get(path, text, data, "kmp_true", dict), "words", list):
+    for item in need(path, text, need(path, text, data, "kmp_true", dict), "words", list):
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], int)):
             raise RulesError(f"{path}:{line_of(text, 'words')}: each kmp_true word is [\"word\", min_length]")
         words.append((item[0], item[1]))
     thread_vars = []
-    for row in _get(path, text, data, "thread_var", list):
-        kind = _get(path, text, row, "kind", str)
+    for row in need(path, text, data, "thread_var", list):
+        kind = need(path, text, row, "kind", str)
         if kind not in ("int", "int-list", "kmp-affinity"):
             raise RulesError(f"{path}:{line_of(text, 'kind')}: kind must be int, int-list or kmp-affinity, not {kind!r}")
         minimum = row.get("min", 0)
         if not isinstance(minimum, int) or isinstance(minimum, bool):
             raise RulesError(f"{path}:{line_of(text, 'min')}: min must be an int")
-        thread_vars.append(ThreadVar(_get(path, text, row, "name", str), kind, minimum, str(row.get("read_by", ""))))
-    aff = _get(path, text, data, "kmp_affinity", dict)
-    preload = _get(path, text, data, "ld_preload", dict)
+        thread_vars.append(ThreadVar(need(path, text, row, "name", str), kind, minimum, str(row.get("read_by", ""))))
+    aff = need(path, text, data, "kmp_affinity", dict)
+    preload = need(path, text, data, "ld_preload", dict)
     return CpuRules(
         openmp=tuple(openmp),
-        mkl_pattern=_regex(path, text, "pattern", _get(path, text, mkl, "pattern", str)),
+        mkl_pattern=_regex(path, text, "pattern", need(path, text, mkl, "pattern", str)),
         mkl_roles=roles,
         mkl_packages=_strings(path, text, mkl, "packages"),
         layer_clash=_strings(path, text, layer, "clashes_with_gnu"),
-        layer_default=_get(path, text, layer, "default", str),
+        layer_default=need(path, text, layer, "default", str),
         service_packages=_strings(path, text, layer, "service_packages"),
-        force_variable=_get(path, text, layer, "force_variable", str),
+        force_variable=need(path, text, layer, "force_variable", str),
         mkl_breaks=tuple(breaks),
         kmp_true=tuple(words),
         thread_vars=tuple(thread_vars),
         affinity_types=_strings(path, text, aff, "types"),
         affinity_modifiers=_strings(path, text, aff, "modifiers"),
         affinity_granularity=_strings(path, text, aff, "granularity"),
-        onednn=dict(_get(path, text, data, "onednn", dict)),
+        onednn=dict(need(path, text, data, "onednn", dict)),
         preload_patterns=tuple(_regex(path, text, "dnn_patterns", p) for p in _strings(path, text, preload, "dnn_patterns")),
     )
 
