@@ -42,15 +42,15 @@ def build(root: Path):
 
 
 def in_process(python: Path, environ: dict, repeat: int) -> tuple[float, float]:
-    from fixdnn import compat as compat_mod
-    from fixdnn import context as context_mod
-    from fixdnn import rules as rules_mod
+    from fixdnn.knowledge import compat as compat_mod
+    from fixdnn.plan import context as context_mod
+    from fixdnn.knowledge import rules as rules_mod
     from fixdnn.facts import gather
-    from fixdnn.host import Host
-    from fixdnn.pipcheck import check_plan
-    from fixdnn.plan import plan
+    from fixdnn.target.host import Host
+    from fixdnn.plan.availability import check_plan
+    from fixdnn.plan.build import plan
     from fixdnn.symptoms.registry import diagnose
-    from fixdnn.target import TargetSpec
+    from fixdnn.target.interpreter import TargetSpec
 
     diag, planning = [], []
     for _ in range(repeat):

@@ -2,7 +2,7 @@
 
 Both start from the same state: ``big-dist 2.0`` installed over ``big-dist 1.0`` (500 MB of random
 bytes in 50 files). Baseline: ``pip install --no-index --find-links <cache> big-dist==1.0`` from the
-local wheel (what a user would do by hand). Candidate: ``fixdnn.txn.rollback`` of the apply that
+local wheel (what a user would do by hand). Candidate: ``fixdnn.repair.transaction.rollback`` of the apply that
 installed 2.0 (renames the stashed 1.0 files back). Wheels are generated once into a cache folder
 (``$FIXDNN_BENCH_CACHE``, default /tmp/fixdnn-bench-cache), never into git.
 
@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fixdnn.actions import Action, Plan  # noqa: E402
-from fixdnn.apply import Target, apply_plan  # noqa: E402
-from fixdnn.txn import rollback  # noqa: E402
+from fixdnn.model.actions import Action, Plan  # noqa: E402
+from fixdnn.repair.apply import Target, apply_plan  # noqa: E402
+from fixdnn.repair.transaction import rollback  # noqa: E402
 from tests.e2e.test_apply_kit import _outer_pip, build_wheel, pip_environ, site_of  # noqa: E402
 
 

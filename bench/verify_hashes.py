@@ -71,8 +71,8 @@ def main() -> int:
         return 0
 
     from fixdnn.facts import distributions, integrity
-    from fixdnn.facts.model import TargetInfo
-    from fixdnn.host import Host
+    from fixdnn.model.facts import TargetInfo
+    from fixdnn.target.host import Host
 
     # on disk, not in a tmpfs /tmp: a cold read must really read
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fixdnn-bench-", dir="/var/tmp"))

@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from fixdnn import compat as compat_mod
+from fixdnn.knowledge import compat as compat_mod
 from fixdnn.facts import gather
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
-from fixdnn.target import TargetSpec
+from fixdnn.target.interpreter import TargetSpec
 from tests.envkit.env import EnvBuilder
 
 

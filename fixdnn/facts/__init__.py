@@ -6,9 +6,9 @@ import json
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the model imports fixdnn.loader, which imports fixdnn.facts.elf: keep this package light
-    from fixdnn.compat import Compat
-    from fixdnn.facts.model import Facts
+if TYPE_CHECKING:  # the model imports fixdnn.facts.loader, which imports fixdnn.facts.elf: keep this package light
+    from fixdnn.knowledge.compat import Compat
+    from fixdnn.model.facts import Facts
 
 # Environment variables that change what a DNN process loads or how it behaves (compat.md §7).
 _ENV_NAMES = {
@@ -28,16 +28,16 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     """``lock``: a conda-lock lockfile to compare with (``facts.lock``); LockfileError when unreadable.
     ``save_cache=False``: write nothing at all, not even the integrity hash cache (``--dry-run``).
     ``notice(text)``: told before a long step (the first hashing of big packages); the CLI prints it."""
-    from fixdnn import compat as compat_mod
+    from fixdnn.knowledge import compat as compat_mod
     from fixdnn.facts import distributions, driver, frameworks, integrity, libraries, loads
-    from fixdnn.facts.model import Facts
-    from fixdnn.target import discover
+    from fixdnn.model.facts import Facts
+    from fixdnn.target.interpreter import discover
 
     compat = compat or compat_mod.load()
     target, unknowns = discover(host, spec)
     locked = None
     if lock is not None:  # read first: a bad lockfile fails before the slow probes
-        from fixdnn.lockfile import conda_subdir, read
+        from fixdnn.facts.lockfile import conda_subdir, read
 
         locked = read(lock, conda_subdir(target.platform, target.machine))
     search = tuple(dict.fromkeys(target.sys_path + target.site_dirs))
@@ -72,15 +72,15 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
 
 
 def dumps(facts: Facts) -> str:
-    from fixdnn.serial import to_json
+    from fixdnn.base.serial import to_json
 
     return json.dumps(to_json(facts), indent=2, sort_keys=False)
 
 
 def loads_json(text: str, origin: str = "facts file") -> Facts:
     """Read a saved facts file; raises ValueError with one line saying what is wrong."""
-    from fixdnn.facts.model import FACTS_SCHEMA, Facts
-    from fixdnn.serial import from_json
+    from fixdnn.model.facts import FACTS_SCHEMA, Facts
+    from fixdnn.base.serial import from_json
 
     try:
         data = json.loads(text)

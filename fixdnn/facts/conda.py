@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from fixdnn.facts.model import CondaPackage, Unknown
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import CondaPackage, Unknown
+from fixdnn.target.host import Host, HostError
 
 _PLATFORM_SUBDIRS = {"noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "linux-s390x", "osx-64", "osx-arm64",
                      "win-64", "win-32", "linux-32"}

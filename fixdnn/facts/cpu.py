@@ -23,12 +23,12 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.compat import RulesError, line_of, load_toml, need, rules_dir
+from fixdnn.knowledge.compat import RulesError, line_of, load_toml, need, rules_dir
 from fixdnn.facts.conda import CondaEnv, openmp_flavour
 from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import ElfInfo, exports_symbol, read_elf
-from fixdnn.facts.model import CpuFacts, Distribution, NativeLib, PathEntry, RuntimeUse, TargetInfo, Unknown
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import CpuFacts, Distribution, NativeLib, PathEntry, RuntimeUse, TargetInfo, Unknown
+from fixdnn.target.host import Host, HostError
 
 # -- rules ----------------------------------------------------------------------------------------------
 
@@ -427,7 +427,7 @@ class _Process:
         return self.inv.classify(soname) is not None
 
     def need(self, consumer: str, requester: ElfInfo, soname: str, depth: int = 0) -> None:
-        from fixdnn.loader import resolve
+        from fixdnn.facts.loader import resolve
 
         if soname in self.loaded:
             self.uses.append(RuntimeUse(consumer, requester.path, soname, self.loaded[soname],

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Iterable
 from email.parser import HeaderParser
 
-from fixdnn.facts.model import Distribution, Unknown
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import Distribution, Unknown
+from fixdnn.target.host import Host, HostError
 
 _HEADER_LIMIT = 256 << 10
 

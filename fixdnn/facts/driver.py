@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from fixdnn.facts.model import Driver
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import Driver
+from fixdnn.target.host import Host, HostError
 
 _PROC = "/proc/driver/nvidia/version"
 _SYS = "/sys/module/nvidia/version"

@@ -12,7 +12,7 @@ import functools
 import stat as stat_mod
 from dataclasses import dataclass, replace
 
-from fixdnn.host import Host, HostError
+from fixdnn.target.host import Host, HostError
 
 DF_1_NODEFLIB = 0x800  # <elf.h>: "Ignore default lib search path" (ld -z nodeflib)
 

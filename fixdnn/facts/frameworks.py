@@ -13,10 +13,10 @@ import re
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.compat import Compat
+from fixdnn.knowledge.compat import Compat
 from fixdnn.facts.distributions import canonical
-from fixdnn.facts.model import Distribution, Framework, Need, Unknown
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import Distribution, Framework, Need, Unknown
+from fixdnn.target.host import Host, HostError
 
 _CUDNN_WHEEL = re.compile(r"^nvidia-cudnn-cu(\d+)$")
 _CUDA_LIBS = ("cudart", "cublas", "cublasLt", "nvrtc")

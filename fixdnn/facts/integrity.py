@@ -10,7 +10,7 @@ Which packages are checked is data (``rules/compat/integrity.toml``); ``verify_a
 Speed: sizes are compared first (a size mismatch needs no hash); the rest are hashed in a thread pool
 (hashlib releases the GIL on large buffers) in 1 MiB chunks, largest first; digests are cached in fixdnn's
 state directory per environment, keyed by (path, size, mtime_ns, inode, ctime_ns), so a file that changed in
-any way is hashed again and an unchanged one never. All reads go through :class:`~fixdnn.host.Host`.
+any way is hashed again and an unchanged one never. All reads go through :class:`~fixdnn.target.host.Host`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from fixdnn.facts.model import BadFile, Distribution, InstallCheck, TargetInfo, Unknown
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import BadFile, Distribution, InstallCheck, TargetInfo, Unknown
+from fixdnn.target.host import Host, HostError
 
 CHUNK = 1 << 20
 BAD_CAP = 100  # bad files kept per package in the facts (bad_count has the full number)
@@ -59,7 +59,7 @@ class Patterns:
 @lru_cache(maxsize=4)
 def load_patterns(path: str | None = None) -> Patterns:
     """The package-name globs of ``rules/compat/integrity.toml``; RulesError (file:line) when malformed."""
-    from fixdnn.compat import RulesError, line_of, load_toml, rules_dir
+    from fixdnn.knowledge.compat import RulesError, line_of, load_toml, rules_dir
 
     file = Path(path) if path else rules_dir() / "compat" / "integrity.toml"
     data, text = load_toml(file)
@@ -363,7 +363,7 @@ def _load_all(path: Path | None) -> tuple[dict[str, list], dict[str, dict]]:
 
 
 def save_cache(path: Path, files: dict[str, list], clean: dict[str, dict] | None = None) -> None:
-    from fixdnn.state import write_atomic
+    from fixdnn.base.state import write_atomic
 
     def stream(fh) -> None:  # one entry per installed file: streamed, never built as one string
         text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", write_through=True)
@@ -376,7 +376,7 @@ def save_cache(path: Path, files: dict[str, list], clean: dict[str, dict] | None
 
 
 def _cache_path(host: Host, target: TargetInfo, create: bool) -> Path | None:
-    from fixdnn import state
+    from fixdnn.base import state
 
     key = target.prefix or "\n".join(target.site_dirs)
     if not key:

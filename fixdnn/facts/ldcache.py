@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from fixdnn.host import Host, HostError
+from fixdnn.target.host import Host, HostError
 
 OLD_MAGIC = b"ld.so-1.7.0"
 NEW_MAGIC = b"glibc-ld.so.cache1.1"

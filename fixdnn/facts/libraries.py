@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import read_elf
-from fixdnn.facts.model import Distribution, LibraryCopy, TargetInfo, Unknown
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import Distribution, LibraryCopy, TargetInfo, Unknown
+from fixdnn.target.host import Host, HostError
 
 LIB_NAME = re.compile(r"^lib(cudnn(?:_[a-z_]+)?|cudart|cublasLt|cublas|nvrtc|cuda)\.so(?:\.(\d+(?:\.\d+)*))?$")
 _HEADER_DEFINE = re.compile(r"#define\s+CUDNN_(MAJOR|MINOR|PATCHLEVEL)\s+(\d+)")

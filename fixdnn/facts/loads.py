@@ -1,6 +1,6 @@
 """For each framework and library it needs: which file the process would really load, and why.
 
-The dynamic loader's own rules live in :mod:`fixdnn.loader`; this module adds what each framework does
+The dynamic loader's own rules live in :mod:`fixdnn.facts.loader`; this module adds what each framework does
 before the loader is asked: torch preloads ``nvidia/<lib>/lib`` from the first ``sys.path`` entry that has
 it, the JAX CUDA plugin loads ``nvidia.cudnn.__path__[0]/lib`` by full path, TensorFlow ``dlopen()``s the
 SONAME from ``libtensorflow_framework.so``. cuDNN's sub-libraries are then resolved as the shim
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fixdnn.compat import Compat
+from fixdnn.knowledge.compat import Compat
 from fixdnn.facts.elf import ElfInfo, read_elf
-from fixdnn.facts.model import Framework, LoadOutcome, TargetInfo
-from fixdnn.host import Host, HostError
-from fixdnn.loader import LoaderEnv, loader_env_from_host, resolve
+from fixdnn.model.facts import Framework, LoadOutcome, TargetInfo
+from fixdnn.target.host import Host, HostError
+from fixdnn.facts.loader import LoaderEnv, loader_env_from_host, resolve
 
 # Folder of each family inside an nvidia wheel, as torch's _preload_cuda_deps and JAX name them.
 _WHEEL_FOLDER = {"cudnn": "cudnn", "cublas": "cublas", "cublasLt": "cublas", "cudart": "cuda_runtime", "nvrtc": "cuda_nvrtc"}

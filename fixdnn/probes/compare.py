@@ -1,6 +1,6 @@
 """What really loaded (a probe's ``/proc/self/maps``) against the loader model's prediction.
 
-The loader model (:mod:`fixdnn.loader`, :mod:`fixdnn.facts.loads`) predicts, per framework, which file each
+The loader model (:mod:`fixdnn.facts.loader`, :mod:`fixdnn.facts.loads`) predicts, per framework, which file each
 cuDNN / CUDA library resolves to. A probe process reports the files it really mapped. Any difference is a
 finding: either the environment does something the model does not know (a ``.pth`` or ``sitecustomize``
 preloading another copy, an ``LD_PRELOAD``...) or the model is wrong; either way the static diagnosis
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from fixdnn.facts.model import Facts, LoadOutcome
+from fixdnn.model.facts import Facts, LoadOutcome
 from fixdnn.probes import Finding
 
 _FAMILY = re.compile(r"^lib(cudnn(?:_[a-z_]+)?|cudart|cublasLt|cublas|nvrtc)\.so")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from fixdnn.facts.model import Facts
+from fixdnn.model.facts import Facts
 from fixdnn.probes import Finding
 from fixdnn.probes.compare import compare_outcomes, compare_version, decode_cudnn
 from fixdnn.probes.runner import ProbeRun, findings_of, run_probe

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fixdnn.facts.model import Facts
+from fixdnn.model.facts import Facts
 from fixdnn.symptoms.cudnn import version_tuple
 from fixdnn.symptoms.registry import check
 

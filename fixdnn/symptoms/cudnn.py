@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.facts.model import Facts, Framework, LibraryCopy, LoadOutcome, Need
+from fixdnn.model.facts import Facts, Framework, LibraryCopy, LoadOutcome, Need
 from fixdnn.symptoms.registry import check
 
 

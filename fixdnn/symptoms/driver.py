@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.facts.model import Facts
+from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import check
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fixdnn.facts.model import Facts
+from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import check
 
 SHOWN = 10  # bad files listed in the evidence; "bad_count" has them all

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from fixdnn.facts.model import Facts
-from fixdnn.lockfile import drift
+from fixdnn.model.facts import Facts
+from fixdnn.facts.lockfile import drift
 from fixdnn.symptoms.registry import check
 
 

@@ -11,7 +11,7 @@ import re
 from packaging.version import InvalidVersion, Version
 
 from fixdnn.facts.cpu import CpuRules, kmp_true, load_rules
-from fixdnn.facts.model import Facts, NativeLib
+from fixdnn.model.facts import Facts, NativeLib
 from fixdnn.symptoms.registry import check
 
 

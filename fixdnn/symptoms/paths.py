@@ -8,7 +8,7 @@ relative element is searched relative to the current directory too.
 from __future__ import annotations
 
 from fixdnn.facts.cpu import load_rules
-from fixdnn.facts.model import Facts
+from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import check
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fixdnn.actions import Action, Plan
-from fixdnn.apply import ApplyError, Target, apply_plan
-from fixdnn.txn import EnvLock, LockError, TxnError, rollback, transactions
+from fixdnn.model.actions import Action, Plan
+from fixdnn.repair.apply import ApplyError, Target, apply_plan
+from fixdnn.repair.transaction import EnvLock, LockError, TxnError, rollback, transactions
 from tests.e2e.test_apply_kit import (
     ROOT, apply_in_child, build_wheel, cli_env, copy_venv, index_dir, site_of, tree,
 )
@@ -98,7 +98,7 @@ def test_path_remove_through_activation_scripts_and_rollback(world, tmp_path):
 def test_second_apply_is_refused_naming_the_holder(world):
     prefix, env = world
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys,time; from fixdnn.txn import EnvLock\n"
+        [sys.executable, "-c", "import sys,time; from fixdnn.repair.transaction import EnvLock\n"
          "with EnvLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)", str(prefix)],
         env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     try:

@@ -29,7 +29,7 @@ def _crash_then_rollback(tmp_path, crash: str, rollback_crash: str | None = None
     before = tree(prefix)
     proc = apply_in_child(prefix, _plan(prefix), {**env, "FIXDNN_TEST_CRASH_AT": crash})
     assert proc.returncode in (-signal.SIGKILL, 0), proc.stderr
-    code = f"from fixdnn.txn import rollback; print(rollback({str(prefix)!r})[1])"
+    code = f"from fixdnn.repair.transaction import rollback; print(rollback({str(prefix)!r})[1])"
     if rollback_crash:
         first = run_py(code, {**env, "FIXDNN_TEST_CRASH_AT": rollback_crash})
         assert first.returncode == -signal.SIGKILL, first.stderr

@@ -174,8 +174,8 @@ def run_py(code: str, env: dict, timeout: float = 120) -> subprocess.CompletedPr
 
 APPLY_SNIPPET = """
 import json, sys
-from fixdnn.actions import Action, Plan
-from fixdnn.apply import Target, apply_plan
+from fixdnn.model.actions import Action, Plan
+from fixdnn.repair.apply import Target, apply_plan
 spec = json.loads(sys.argv[1] if len(sys.argv) > 1 else {spec!r})
 plan = Plan(tuple(Action(**a) for a in spec["actions"]))
 res = apply_plan(plan, Target(spec["prefix"], spec["python"], tuple(spec["site_dirs"])))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fixdnn import rules as rules_mod
-from fixdnn.explain import explain, is_harmless, match_text, render_lines
+from fixdnn.knowledge import rules as rules_mod
+from fixdnn.probes.explain import explain, is_harmless, match_text, render_lines
 from tests.envkit import stubs
 from tests.envkit.env import EnvBuilder
 

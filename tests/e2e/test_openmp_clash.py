@@ -14,11 +14,11 @@ import subprocess
 
 import pytest
 
-import fixdnn.compat
+import fixdnn.knowledge.compat
 from fixdnn.facts import gather
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
-from fixdnn.target import TargetSpec
+from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import cpu as cpukit
 from tests.envkit.env import EnvBuilder
 
@@ -30,7 +30,7 @@ LOAD_BOTH = "import ctypes, sys\nfor p in sys.argv[1:]:\n    ctypes.CDLL(p)\npri
 def _diagnose(env, extra_env=None):
     environ = {"PATH": "/usr/bin:/bin", "HOME": str(env.prefix), **(extra_env or {})}
     facts = gather(Host(environ=environ), TargetSpec(python=str(env.python)))
-    return facts, {s.name: s for s in diagnose(facts, fixdnn.compat.load())}
+    return facts, {s.name: s for s in diagnose(facts, fixdnn.knowledge.compat.load())}
 
 
 def _run(env, libs, extra_env=None):

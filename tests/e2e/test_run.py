@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fixdnn.runcmd import run_command
+from fixdnn.shell.run import run_command
 from fixdnn.shell.envfile import EnvFile, EnvOp
 
 FIXDNN = str(Path(sys.executable).parent / "fixdnn")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from fixdnn.facts import gather
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from fixdnn.probes.runner import findings_of, run_probe
 from fixdnn.probes.suite import trim_trace, verify
-from fixdnn.target import TargetSpec
+from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import stubs
 from tests.envkit.env import EnvBuilder, stray_cudnn
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from fixdnn.facts import gather
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from fixdnn.probes.suite import verify
-from fixdnn.target import TargetSpec
+from fixdnn.target.interpreter import TargetSpec
 
 REALENV = os.environ.get("FIXDNN_REALENV")
 pytestmark = [pytest.mark.realenv,

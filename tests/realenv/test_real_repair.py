@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from fixdnn.actions import Action, Plan
-from fixdnn.apply import Target, apply_plan
+from fixdnn.model.actions import Action, Plan
+from fixdnn.repair.apply import Target, apply_plan
 
 REALENV = os.environ.get("FIXDNN_REALENV")
 pytestmark = [pytest.mark.realenv,

@@ -154,7 +154,7 @@ def test_hook_cli_errors_and_imports_nothing_heavy(capsys):
     assert hook_main([]) == 2
     code = ("import sys; from fixdnn.cli import main; main(['hook', 'bash']); "
             "heavy = [m for m in sys.modules if m.split('.')[0] in ('rich', 'requests', 'typer', 'click') "
-            "or m.startswith(('fixdnn.rules', 'fixdnn.symptoms', 'fixdnn.facts', 'fixdnn.app'))]; "
+            "or m.startswith(('fixdnn.knowledge.rules', 'fixdnn.symptoms', 'fixdnn.facts', 'fixdnn.cli.app'))]; "
             "sys.stderr.write(repr(heavy))")
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)

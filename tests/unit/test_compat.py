@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from fixdnn import compat
-from fixdnn.compat import RulesError
+from fixdnn.knowledge import compat
+from fixdnn.knowledge.compat import RulesError
 
 
 def test_shipped_tables_answer_the_known_pins():

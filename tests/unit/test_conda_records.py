@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
-import fixdnn.compat
+import fixdnn.knowledge.compat
 from fixdnn.facts import conda, dumps, gather, loads_json
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
-from fixdnn.target import TargetSpec
+from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import cpu as cpukit
 from tests.envkit.env import EnvBuilder, stray_cudnn
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc t
 
 def run(env, extra=None):
     facts = gather(Host(environ={"PATH": "/usr/bin:/bin", **(extra or {})}), TargetSpec(prefix=str(env.prefix)))
-    return facts, {s.name: s for s in diagnose(facts, fixdnn.compat.load())}
+    return facts, {s.name: s for s in diagnose(facts, fixdnn.knowledge.compat.load())}
 
 
 @pytest.mark.parametrize("record, short", [

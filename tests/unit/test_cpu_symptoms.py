@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-import fixdnn.compat
-from fixdnn.compat import RulesError
+import fixdnn.knowledge.compat
+from fixdnn.knowledge.compat import RulesError
 from fixdnn.facts import dumps, gather, loads_json
 from fixdnn.facts.cpu import kmp_true, load_rules
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
-from fixdnn.target import TargetSpec
+from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import cpu as cpukit
 from tests.envkit.env import EnvBuilder
 
@@ -25,7 +25,7 @@ def run(env, extra=None, *, python=True):
     environ = {"PATH": "/usr/bin:/bin", **(extra or {})}
     spec = TargetSpec(python=str(env.python)) if python else TargetSpec(prefix=str(env.prefix))
     facts = gather(Host(environ=environ), spec)
-    return facts, {s.name: s for s in diagnose(facts, fixdnn.compat.load())}
+    return facts, {s.name: s for s in diagnose(facts, fixdnn.knowledge.compat.load())}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_kmp_true_follows_kmp_str_match_true():
 
 
 def test_malformed_rules_name_file_and_line(tmp_path):
-    text = (fixdnn.compat.rules_dir() / "compat/cpu.toml").read_text()
+    text = (fixdnn.knowledge.compat.rules_dir() / "compat/cpu.toml").read_text()
     bad = tmp_path / "cpu.toml"
     bad.write_text(text.replace('kind = "int-list"', 'kind = "float"'))
     with pytest.raises(RulesError, match=r"cpu\.toml:\d+: kind must be"):
@@ -254,6 +254,6 @@ def test_cpu_count_comes_from_sys_under_a_root(tmp_path):
     assert cpu_count(Host(root=root, environ={})) == (8, "/sys/devices/system/cpu/online")
     facts, _ = run(EnvBuilder(tmp_path / "e", real_python=False), python=False)
     shrunk = replace(facts, cpu=replace(facts.cpu, cpu_count=2), env={"MKL_NUM_THREADS": "3"})
-    found = {s.name: s for s in diagnose(shrunk, fixdnn.compat.load())}
+    found = {s.name: s for s in diagnose(shrunk, fixdnn.knowledge.compat.load())}
     assert found["thread-env-invalid"].evidence["threads"] == 3
     assert json.loads(dumps(shrunk))["cpu"]["cpu_count"] == 2

@@ -11,7 +11,7 @@ import pytest
 
 from fixdnn.facts import elf as elf_mod
 from fixdnn.facts.elf import exports_symbol, read_elf
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from tests.envkit.elfkit import build_so
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

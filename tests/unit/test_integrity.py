@@ -13,10 +13,10 @@ import os
 
 import pytest
 
-from fixdnn import compat as compat_mod
+from fixdnn.knowledge import compat as compat_mod
 from fixdnn.facts import distributions, dumps, integrity, loads_json
-from fixdnn.facts.model import TargetInfo
-from fixdnn.host import Host
+from fixdnn.model.facts import TargetInfo
+from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
 from tests.conftest import run_diagnosis
 from tests.envkit.env import EnvBuilder

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from fixdnn import state
+from fixdnn.base import state
 from fixdnn.facts import integrity
 from tests.unit.test_integrity import Env
 

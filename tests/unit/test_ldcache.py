@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from fixdnn.facts.ldcache import describe_flags, flags_match, parse_ld_cache, read_ld_cache
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from tests.envkit.elfkit import build_so
 
 LDCONFIG = shutil.which("ldconfig") or ("/sbin/ldconfig" if shutil.os.path.exists("/sbin/ldconfig") else None)

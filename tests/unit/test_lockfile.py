@@ -21,15 +21,15 @@ from conda_lock.lockfile.v1.models import HashModel, LockMeta  # noqa: E402
 from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile  # noqa: E402
 from conda_lock.models.channel import Channel  # noqa: E402
 
-from fixdnn import compat as compat_mod  # noqa: E402
-from fixdnn import context as context_mod  # noqa: E402
-from fixdnn import lockfile  # noqa: E402
-from fixdnn import rules as rules_mod  # noqa: E402
+from fixdnn.knowledge import compat as compat_mod  # noqa: E402
+from fixdnn.plan import context as context_mod  # noqa: E402
+from fixdnn.facts import lockfile  # noqa: E402
+from fixdnn.knowledge import rules as rules_mod  # noqa: E402
 from fixdnn.facts import dumps, gather, loads_json  # noqa: E402
-from fixdnn.host import Host  # noqa: E402
-from fixdnn.plan import plan  # noqa: E402
+from fixdnn.target.host import Host  # noqa: E402
+from fixdnn.plan.build import plan  # noqa: E402
 from fixdnn.symptoms.registry import diagnose  # noqa: E402
-from fixdnn.target import TargetSpec  # noqa: E402
+from fixdnn.target.interpreter import TargetSpec  # noqa: E402
 from tests.envkit.env import EnvBuilder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -411,7 +411,7 @@ def test_without_conda_lock_says_how_to_install_it(args, env, tmp_path):
 
 def test_symptom_module_does_not_import_conda_lock():
     code = ("import sys; from fixdnn.symptoms.registry import load_all; load_all(); "
-            "import fixdnn.lockfile; print('conda_lock' in sys.modules)")
+            "import fixdnn.facts.lockfile; print('conda_lock' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT),
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.stdout.strip() == "False", res.stderr

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-import fixdnn.compat
+import fixdnn.knowledge.compat
 from fixdnn.facts import gather
-from fixdnn.host import Host
+from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
-from fixdnn.target import TargetSpec
+from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import cpu as cpukit
 from tests.envkit.env import EnvBuilder
 
@@ -24,7 +24,7 @@ def env(tmp_path):
 def run(env, extra):
     facts = gather(Host(environ={"PATH": "/usr/bin:/bin", **extra}), TargetSpec(prefix=str(env.prefix)))
     found: dict[str, list] = {}
-    for s in diagnose(facts, fixdnn.compat.load()):
+    for s in diagnose(facts, fixdnn.knowledge.compat.load()):
         found.setdefault(s.name, []).append(s)
     return facts, found
 

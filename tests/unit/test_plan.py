@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 
-from fixdnn import compat as compat_mod
-from fixdnn import context as context_mod
-from fixdnn import rules as rules_mod
-from fixdnn.plan import plan
+from fixdnn.knowledge import compat as compat_mod
+from fixdnn.plan import context as context_mod
+from fixdnn.knowledge import rules as rules_mod
+from fixdnn.plan.build import plan
 from fixdnn.symptoms.registry import Symptom
 from tests.conftest import run_diagnosis
 from tests.envkit.elfkit import build_so
@@ -219,7 +219,7 @@ def test_contradicting_path_actions_keep_the_first():
 def test_unknown_symptom_is_unfixed_and_order_is_uninstall_install_env_manual():
     p = plan([Symptom("FDN999", "no-such-thing", "error", "", {})], _ctx(), RULES, COMPAT)
     assert p.unfixed == ("no-such-thing",) and p.actions == ()
-    from fixdnn.plan import _ORDER
+    from fixdnn.plan.build import _ORDER
 
     kinds = sorted(["manual", "env-set", "pip-install", "path-prepend", "pip-uninstall", "write-file"], key=_ORDER.get)
     assert kinds == ["pip-uninstall", "pip-install", "path-prepend", "env-set", "write-file", "manual"]
@@ -270,7 +270,7 @@ def test_a_target_pip_too_old_for_dry_run_is_replaced_by_fixdnns_own(torch_env, 
     """pip < 22.2 has no `install --dry-run --report`: fixdnn's own pip drives the target with --python."""
     import sys
 
-    from fixdnn.host import Host
+    from fixdnn.target.host import Host
 
     (torch_env.site / "pip").mkdir()
     (torch_env.site / "pip" / "__init__.py").write_text("__version__ = '20.0.2'\n")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fixdnn.reference import PAGES
+from fixdnn.cli.reference import PAGES
 from fixdnn.symptoms.registry import load_all
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference"
@@ -13,7 +13,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference"
 @pytest.mark.parametrize("name", sorted(PAGES))
 def test_generated_reference_is_current(name):
     committed = (DOCS / name).read_text(encoding="utf-8")
-    assert committed == PAGES[name](), f"docs/reference/{name} is stale: run python -m fixdnn.reference docs/reference"
+    assert committed == PAGES[name](), f"docs/reference/{name} is stale: run python -m fixdnn.cli.reference docs/reference"
 
 
 def test_every_symptom_has_a_documented_meaning():

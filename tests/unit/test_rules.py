@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fixdnn import compat as compat_mod
-from fixdnn import context as context_mod
-from fixdnn import rules as rules_mod
-from fixdnn.plan import plan
-from fixdnn.rules import RulesError
+from fixdnn.knowledge import compat as compat_mod
+from fixdnn.plan import context as context_mod
+from fixdnn.knowledge import rules as rules_mod
+from fixdnn.plan.build import plan
+from fixdnn.knowledge.rules import RulesError
 from fixdnn.symptoms.registry import Symptom, load_all
 
 RULES = rules_mod.load(include_user=False)
@@ -166,7 +166,7 @@ def test_duplicate_error_id_and_bad_regex(tmp_path):
 
 
 def test_noise_is_marked_in_the_catalog_not_guessed():
-    from fixdnn.explain import is_harmless
+    from fixdnn.probes.explain import is_harmless
 
     class NoDriver:
         driver = None
@@ -206,7 +206,7 @@ def test_cli_refuses_to_plan_from_a_bad_rule_file(tmp_path):
     layer = _layer(tmp_path, BAD["unknown-action"][0])
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
            "PIP_CONFIG_FILE": "/dev/null"}
-    proc = subprocess.run([sys.executable, "-m", "fixdnn.cli", "--python", sys.executable, "--dry-run",
+    proc = subprocess.run([sys.executable, "-m", "fixdnn", "--python", sys.executable, "--dry-run",
                            "--rules", str(layer)], capture_output=True, text=True, env=env)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from fixdnn import state
+from fixdnn.base import state
 
 
 def test_xdg_state_home_wins(tmp_path):

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from fixdnn import txn
-from fixdnn.actions import Action, Plan
-from fixdnn.verify import judge
+from fixdnn.repair import transaction as txn
+from fixdnn.model.actions import Action, Plan
+from fixdnn.repair.acceptance import judge
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """``fixdnn explain``: from an error message (or a whole log) to the cause that holds *here* and its fix.
 
-1. :func:`match_text` finds every known signature (``rules/errors.toml``, loaded by :mod:`fixdnn.rules`) in
+1. :func:`match_text` finds every known signature (``rules/errors.toml``, loaded by :mod:`fixdnn.knowledge.rules`) in
    a text, line by line, so a log with pages of noise around the error still matches; ANSI colours and
    carriage returns are removed first.
 2. :func:`explain` takes those matches and, when a target could be diagnosed, the symptoms that hold in it:
@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from fixdnn.rules import ErrorSignature
+from fixdnn.knowledge.rules import ErrorSignature
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 MAX_EXCERPT = 300
@@ -159,7 +159,7 @@ def explain(matches: list[Match], facts=None, symptoms: Iterable = (), *, plan=N
 def plan_for(facts, host, rules_dirs: Iterable[str] = ()):
     """A ``plan`` callback: plan offline (no index queries) for the given symptoms."""
     def run(symptoms):
-        from fixdnn.plan import build_plan
+        from fixdnn.plan.build import build_plan
 
         return build_plan(facts, list(symptoms), {"offline": True, "rules": list(rules_dirs)}, host=host,
                           check=False)

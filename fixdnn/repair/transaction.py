@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from fixdnn import state
+from fixdnn.base import state
 
 STASH_IN_PREFIX = ".fixdnn-stash"
 TERMINAL = ("applied", "rolled-back", "failed-and-rolled-back")
@@ -71,7 +71,7 @@ class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an
 
 
 def state_root() -> Path:
-    """fixdnn's state directory (see :mod:`fixdnn.state`)."""
+    """fixdnn's state directory (see :mod:`fixdnn.base.state`)."""
     return state.state_dir()
 
 

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         from fixdnn.shell.hook import main as hook_main
 
         return hook_main(argv[1:])
-    from fixdnn.app import run
+    from fixdnn.cli.app import run
 
     return run(argv)
 

@@ -17,7 +17,7 @@ What goes into a lockfile written by :func:`write`:
   ``conda-lock render -k env`` renders it as ``name == version``, which installs from any index; the
   ``explicit`` kind renders ``# pip name @ name==version``, which pip cannot fetch. The notes say how many.
 
-:func:`drift` is pure and needs no conda-lock: it compares the plain :class:`~fixdnn.facts.model.LockFacts`
+:func:`drift` is pure and needs no conda-lock: it compares the plain :class:`~fixdnn.model.facts.LockFacts`
 (made by :func:`read`) with the installed packages in the facts.
 """
 
@@ -28,8 +28,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fixdnn.facts.model import Facts, LockedPackage, LockFacts
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import Facts, LockedPackage, LockFacts
+from fixdnn.target.host import Host, HostError
 
 INSTALL_HINT = "conda-lock is not installed: pip install 'fixdnn[conda]'"
 _RECORD_LIMIT = 64 << 20

@@ -1,4 +1,4 @@
-"""Execute a :class:`fixdnn.actions.Plan` inside a transaction (``fixdnn.txn``), then verify it.
+"""Execute a :class:`fixdnn.model.actions.Plan` inside a transaction (``fixdnn.repair.transaction``), then verify it.
 
 The executor does not care how the plan was made. Per action kind:
 
@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from fixdnn import txn as txnmod
-from fixdnn.txn import Interrupted, Transaction, TxnError
+from fixdnn.repair import transaction as txnmod
+from fixdnn.repair.transaction import Interrupted, Transaction, TxnError
 
 if TYPE_CHECKING:
-    from fixdnn.actions import Action, Plan
+    from fixdnn.model.actions import Action, Plan
 
 MARGIN = 1 << 20  # bytes kept free beyond the estimate
 
@@ -423,7 +423,7 @@ def apply_plan(plan: Plan, target: Target, *, verify: Callable[[], list[str]] | 
     """Run every executable action of ``plan`` in one transaction; verify; roll back on any failure.
 
     ``verify`` is called after the last step and returns the reasons the result is not acceptable
-    (empty: accepted). Raises :class:`ApplyError` (nothing changed) or :class:`fixdnn.txn.LockError`;
+    (empty: accepted). Raises :class:`ApplyError` (nothing changed) or :class:`fixdnn.repair.transaction.LockError`;
     a failure after changes began is rolled back and returned as outcome ``failed-and-rolled-back``.
     """
     say = on_event or (lambda _msg: None)
@@ -438,7 +438,7 @@ def apply_plan(plan: Plan, target: Target, *, verify: Callable[[], list[str]] | 
     with txnmod.EnvLock(prefix):
         pip_base = pip_command(target) if any(a.kind == "pip-install" for a in executable) else None
         work = txnmod.env_state(prefix)
-        from fixdnn.actions import Plan as PlanType
+        from fixdnn.model.actions import Plan as PlanType
 
         prepared = prepare(PlanType(tuple(executable)), target, work, pip_base)
         txn = Transaction.begin(prefix, {"python": target.python,

@@ -23,8 +23,8 @@ from html.parser import HTMLParser
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.actions import Plan
-from fixdnn.context import Context
+from fixdnn.model.actions import Plan
+from fixdnn.plan.context import Context
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 _NO_MATCH = re.compile(r"No matching distribution found for (\S+)")

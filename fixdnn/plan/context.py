@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.facts.model import Facts
+from fixdnn.model.facts import Facts
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Con
             installer, argv = "uv", (uv, "pip")
     if installer == "none" and host is not None and host.root is None and t.python and _own_pip():
         # A target without pip (or with a pip too old for --dry-run --report) is driven by fixdnn's own
-        # pip (pip >= 22.3 installs into --python T), exactly as fixdnn.apply runs it.
+        # pip (pip >= 22.3 installs into --python T), exactly as fixdnn.repair.apply runs it.
         installer, argv = "pip", (sys.executable, "-m", "pip", "--python", t.python)
     pip = read_pip_config(host, argv if installer == "pip" else ()) if host is not None else PipConfig()
     return Context(

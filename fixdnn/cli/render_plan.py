@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from fixdnn.actions import ENV_KINDS, Action, Plan
+from fixdnn.model.actions import ENV_KINDS, Action, Plan
 
 _OP = {"env-set": "set", "env-unset": "unset", "path-prepend": "path-prepend", "path-remove": "path-remove"}
 

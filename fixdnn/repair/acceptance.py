@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 if TYPE_CHECKING:
-    from fixdnn.actions import Plan
+    from fixdnn.model.actions import Plan
 
 
 def judge(plan: Plan, before: Iterable, after: Iterable) -> list[str]:
@@ -33,11 +33,11 @@ def judge(plan: Plan, before: Iterable, after: Iterable) -> list[str]:
 
 def rediagnose(prefix: str, python: str | None, environ: Mapping[str, str] | None = None):
     """Fresh facts and symptoms of the target, as it is after the transaction."""
-    from fixdnn import compat
+    from fixdnn.knowledge import compat
     from fixdnn.facts import gather
-    from fixdnn.host import Host
+    from fixdnn.target.host import Host
     from fixdnn.symptoms.registry import diagnose
-    from fixdnn.target import TargetSpec
+    from fixdnn.target.interpreter import TargetSpec
 
     from fixdnn.shell.envfile import activated_environ
 
@@ -48,6 +48,6 @@ def rediagnose(prefix: str, python: str | None, environ: Mapping[str, str] | Non
 
 def verifier(plan: Plan, before: Iterable, prefix: str, python: str | None,
              environ: Mapping[str, str] | None = None):
-    """The ``verify`` callback for :func:`fixdnn.apply.apply_plan`."""
+    """The ``verify`` callback for :func:`fixdnn.repair.apply.apply_plan`."""
     before = list(before)
     return lambda: judge(plan, before, rediagnose(prefix, python, environ))

@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass
 from importlib import resources
 
-from fixdnn.facts.model import TargetInfo, Unknown
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import TargetInfo, Unknown
+from fixdnn.target.host import Host, HostError
 
 
 class TargetError(Exception):
@@ -28,7 +28,7 @@ class TargetSpec:
 
 
 def _probe_source() -> str:
-    return resources.files("fixdnn").joinpath("_probe.py").read_text(encoding="utf-8")
+    return resources.files("fixdnn.target").joinpath("_probe.py").read_text(encoding="utf-8")
 
 
 def _python_in(host: Host, prefix: str) -> str | None:

@@ -7,9 +7,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fixdnn.loader import Resolution
-
 FACTS_SCHEMA = "fixdnn.facts/1"
+
+
+@dataclass(frozen=True)
+class LoaderStep:
+    source: str
+    directory: str | None
+    outcome: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    soname: str
+    requester: str | None
+    path: str | None  # the file the loader maps, as it names it (l_name); None when the load fails
+    source: str | None
+    chain: tuple[LoaderStep, ...]
+    error: str | None = None  # the loader's error when the load fails ("... cannot open shared object file")
+
+    def explain(self) -> list[str]:
+        who = f" for {self.requester}" if self.requester else ""
+        if self.path is not None:
+            head = f"{self.soname}{who} → {self.path} (via {self.source})"
+        else:
+            head = f"{self.soname}{who}: not loaded: {self.error or 'not found'}"
+        lines = [head]
+        for step in self.chain:
+            where = f" → {step.directory}" if step.directory is not None else ""
+            outcome = f"found {self.soname}" if step.outcome == "found" and step.source != "already-loaded" else step.outcome
+            lines.append(f"  {step.detail}{where}: {outcome}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -146,7 +175,7 @@ class Facts:
     cpu: CpuFacts | None = None  # OpenMP / MKL runtimes, thread settings, loader search path
     conda_packages: tuple[CondaPackage, ...] = ()
     integrity: tuple[InstallCheck, ...] = ()  # packages verified file by file (install-corrupted)
-    lock: LockFacts | None = None  # the lockfile given with --lock (lockfile-drift), read by fixdnn.lockfile
+    lock: LockFacts | None = None  # the lockfile given with --lock (lockfile-drift), read by fixdnn.facts.lockfile
 
     def distribution(self, name: str) -> Distribution | None:
         for dist in self.distributions:

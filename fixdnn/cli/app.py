@@ -30,7 +30,7 @@ def _options(ctx: typer.Context) -> dict:
 
 
 def _host(opts: dict):
-    from fixdnn.host import Host
+    from fixdnn.target.host import Host
 
     root = opts.get("root")
     if root is not None:
@@ -50,7 +50,7 @@ def _notice(text: str) -> None:
 
 def _gather(opts: dict):
     from fixdnn.facts import gather, loads_json
-    from fixdnn.target import TargetSpec
+    from fixdnn.target.interpreter import TargetSpec
 
     facts_file = opts.get("facts_file")
     if facts_file:
@@ -67,10 +67,10 @@ def _gather(opts: dict):
             return saved
         from dataclasses import replace
 
-        from fixdnn.lockfile import conda_subdir
+        from fixdnn.facts.lockfile import conda_subdir
 
         return replace(saved, lock=_read_lock(opts["lock"], conda_subdir(saved.target.platform, saved.target.machine)))
-    from fixdnn.lockfile import LockfileError
+    from fixdnn.facts.lockfile import LockfileError
 
     try:
         return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
@@ -81,13 +81,13 @@ def _gather(opts: dict):
 
 
 def _lock_missing():
-    from fixdnn.lockfile import CondaLockMissing
+    from fixdnn.facts.lockfile import CondaLockMissing
 
     return CondaLockMissing
 
 
 def _read_lock(path: str, platform: str | None):
-    from fixdnn.lockfile import LockfileError, read
+    from fixdnn.facts.lockfile import LockfileError, read
 
     try:
         return read(path, platform)
@@ -102,16 +102,16 @@ def _emit_json(data: dict) -> None:
 
 
 def diagnose(opts: dict) -> int:
-    from fixdnn import compat as compat_mod
-    from fixdnn.report import Report, render_text, to_dict
+    from fixdnn.knowledge import compat as compat_mod
+    from fixdnn.cli.report import Report, render_text, to_dict
     from fixdnn.symptoms.registry import diagnose as run_checks
 
     facts = _gather(opts)
     report = Report(facts, run_checks(facts, compat_mod.load()))
     plan_data = None
     if opts.get("dry_run"):
-        from fixdnn.plan import build_plan
-        from fixdnn.render_plan import plan_dict
+        from fixdnn.plan.build import build_plan
+        from fixdnn.cli.render_plan import plan_dict
 
         plan_value = build_plan(facts, report.symptoms, opts, host=_host(opts))
         plan_data = plan_dict(plan_value, facts.target.python, facts.target.prefix)
@@ -124,7 +124,7 @@ def diagnose(opts: dict) -> int:
         console = Console(highlight=False, soft_wrap=True)
         render_text(report, console)
         if plan_data is not None:
-            from fixdnn.render_plan import render_plan
+            from fixdnn.cli.render_plan import render_plan
 
             render_plan(plan_data, console)
     return report.exit_code
@@ -193,7 +193,7 @@ def lock_command(
     output: str = typer.Option(..., "--output", "-o", help="Lockfile to write (conda-lock format, e.g. conda-lock.yml)."),
 ) -> None:
     """Write the environment's conda and pip packages as a conda-lock lockfile (needs fixdnn[conda])."""
-    from fixdnn.lockfile import CondaLockMissing, LockfileError, available, write
+    from fixdnn.facts.lockfile import CondaLockMissing, LockfileError, available, write
 
     opts = _options(ctx)
     if not available():
@@ -240,7 +240,7 @@ def env_command(ctx: typer.Context) -> None:
 def _report_interrupted() -> None:
     """One line on stderr when a transaction was interrupted (a crash, a kill) and not rolled back."""
     try:
-        from fixdnn.txn import interrupted_anywhere
+        from fixdnn.repair.transaction import interrupted_anywhere
 
         found = interrupted_anywhere()
     except Exception:  # the notice must never break a command
@@ -256,7 +256,7 @@ def _report_interrupted() -> None:
 
 def _target_prefix(opts: dict) -> str:
     """The environment's folder: --prefix, the active environment, or what the --python interpreter says."""
-    from fixdnn.target import TargetSpec, choose, probe
+    from fixdnn.target.interpreter import TargetSpec, choose, probe
 
     host = _host(opts)
     python, prefix = choose(host, TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")))
@@ -274,7 +274,7 @@ def apply_command(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; apply the plan."),
 ) -> None:
     """Diagnose, show the repair plan, ask, then apply it in one transaction (verified; undo: rollback)."""
-    from fixdnn import compat as compat_mod
+    from fixdnn.knowledge import compat as compat_mod
     from fixdnn.symptoms.registry import diagnose as run_checks
 
     opts = _options(ctx)
@@ -283,7 +283,7 @@ def apply_command(
     facts_value = _gather(opts)
     found = run_checks(facts_value, compat_mod.load())
     try:
-        from fixdnn.plan import build_plan
+        from fixdnn.plan.build import build_plan
     except ImportError as exc:
         raise UsageError(f"the planner is not available ({exc})") from None
     plan = build_plan(facts_value, found, opts)
@@ -291,9 +291,9 @@ def apply_command(
 
 
 def _apply(plan, facts_value, found, yes: bool) -> int:
-    from fixdnn.apply import ApplyError, Target, apply_plan
-    from fixdnn.txn import LockError, TxnError
-    from fixdnn.verify import verifier
+    from fixdnn.repair.apply import ApplyError, Target, apply_plan
+    from fixdnn.repair.transaction import LockError, TxnError
+    from fixdnn.repair.acceptance import verifier
 
     target = Target.from_info(facts_value.target)
     out = sys.stdout
@@ -340,7 +340,7 @@ def rollback_command(
     txn_id: Optional[str] = typer.Argument(None, metavar="[ID]", help="Transaction to undo (default: the latest)."),
 ) -> None:
     """Undo the latest transaction (finished or interrupted), or transaction ID (newer ones first)."""
-    from fixdnn.txn import TxnError, rollback
+    from fixdnn.repair.transaction import TxnError, rollback
 
     prefix = _target_prefix(_options(ctx))
     try:
@@ -353,7 +353,7 @@ def rollback_command(
 @app.command("history")
 def history_command(ctx: typer.Context) -> None:
     """List this environment's transactions: id, time, actions, outcome."""
-    from fixdnn.apply import history
+    from fixdnn.repair.apply import history
 
     opts = _options(ctx)
     prefix = _target_prefix(opts)
@@ -374,9 +374,9 @@ def history_command(ctx: typer.Context) -> None:
 
 def _try_diagnose(opts: dict):
     """(facts, symptoms, why-not): the target's diagnosis, or the reason there is none (never raises)."""
-    from fixdnn import compat as compat_mod
+    from fixdnn.knowledge import compat as compat_mod
     from fixdnn.symptoms.registry import diagnose as run_checks
-    from fixdnn.target import TargetError
+    from fixdnn.target.interpreter import TargetError
 
     try:
         facts_value = _gather(opts)
@@ -386,8 +386,8 @@ def _try_diagnose(opts: dict):
 
 
 def _explanation(opts: dict, text: str):
-    from fixdnn import rules as rules_mod
-    from fixdnn.explain import explain, is_harmless, match_text, plan_for
+    from fixdnn.knowledge import rules as rules_mod
+    from fixdnn.probes.explain import explain, is_harmless, match_text, plan_for
 
     matches = match_text(text, rules_mod.load(list(opts.get("rules") or ())).errors)
     if not matches or all(is_harmless(m.signature) for m in matches):
@@ -398,7 +398,7 @@ def _explanation(opts: dict, text: str):
 
 
 def _print_explanation(opts: dict, ex, stream=None) -> None:
-    from fixdnn.explain import render_lines
+    from fixdnn.probes.explain import render_lines
 
     if opts.get("json"):
         _emit_json(ex.to_dict())
@@ -474,7 +474,7 @@ def verify_command(
 @app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run_command_cli(ctx: typer.Context) -> None:
     """Run COMMAND with the environment's repairs applied (fixdnn run -- COMMAND ...); explain a failure."""
-    from fixdnn.runcmd import activated_env, run_command
+    from fixdnn.shell.run import activated_env, run_command
     from fixdnn.shell.envfile import EnvFileError
 
     opts = _options(ctx)
@@ -508,7 +508,7 @@ def run_command_cli(ctx: typer.Context) -> None:
     if outcome.returncode != 0:
         ex = _explanation({**opts, "json": False}, outcome.stderr_tail)
         if ex.items and not all(e.harmless for e in ex.items):
-            from fixdnn.explain import render_lines
+            from fixdnn.probes.explain import render_lines
 
             sys.stderr.write(f"\nfixdnn: the command failed (exit {outcome.returncode}); what its error means:\n")
             sys.stderr.write("\n".join("  " + ln if ln else "" for ln in render_lines(ex)) + "\n")
@@ -517,8 +517,8 @@ def run_command_cli(ctx: typer.Context) -> None:
 
 def run(argv: list[str]) -> int:
     """Run the app and turn every failure into one line and an exit code."""
-    from fixdnn.compat import RulesError
-    from fixdnn.target import TargetError
+    from fixdnn.knowledge.compat import RulesError
+    from fixdnn.target.interpreter import TargetError
 
     try:
         # Outside standalone mode click returns (not raises) the code of a typer.Exit.

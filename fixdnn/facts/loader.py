@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 
 from fixdnn.facts.elf import ElfInfo, read_elf
 from fixdnn.facts.ldcache import flags_match, read_ld_cache
-from fixdnn.host import Host, HostError
+from fixdnn.model.facts import LoaderStep, Resolution
+from fixdnn.target.host import Host, HostError
 
 SOURCES = (
     "already-loaded",
@@ -65,37 +66,6 @@ LIB64_DEFAULT_DIRS = ("/lib64", "/usr/lib64")
 
 _EM = {"EM_X86_64": 62, "EM_386": 3, "EM_AARCH64": 183, "EM_PPC64": 21, "EM_S390": 22}
 _EM_NAMES = {v: k for k, v in _EM.items()}
-
-
-@dataclass(frozen=True)
-class LoaderStep:
-    source: str
-    directory: str | None
-    outcome: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class Resolution:
-    soname: str
-    requester: str | None
-    path: str | None  # the file the loader maps, as it names it (l_name); None when the load fails
-    source: str | None
-    chain: tuple[LoaderStep, ...]
-    error: str | None = None  # the loader's error when the load fails ("... cannot open shared object file")
-
-    def explain(self) -> list[str]:
-        who = f" for {self.requester}" if self.requester else ""
-        if self.path is not None:
-            head = f"{self.soname}{who} → {self.path} (via {self.source})"
-        else:
-            head = f"{self.soname}{who}: not loaded: {self.error or 'not found'}"
-        lines = [head]
-        for step in self.chain:
-            where = f" → {step.directory}" if step.directory is not None else ""
-            outcome = f"found {self.soname}" if step.outcome == "found" and step.source != "already-loaded" else step.outcome
-            lines.append(f"  {step.detail}{where}: {outcome}")
-        return lines
 
 
 @dataclass(frozen=True)

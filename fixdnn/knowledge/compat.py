@@ -26,11 +26,11 @@ class RulesError(Exception):
 
 def rules_dir() -> Path:
     """The shipped rules: ``fixdnn/rules`` inside a wheel, the top-level ``rules/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "rules", here.parent / "rules"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "rules", package.parent / "rules"):
         if candidate.is_dir():
             return candidate
-    raise RulesError(f"no rules directory next to {here}; reinstall fixdnn")
+    raise RulesError(f"no rules directory next to {package}; reinstall fixdnn")
 
 
 def line_of(text: str, key: str) -> int:

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fixdnn.actions import KINDS
-from fixdnn.compat import RulesError, load_toml, rules_dir
+from fixdnn.model.actions import KINDS
+from fixdnn.knowledge.compat import RulesError, load_toml, rules_dir
 
 # The closed set of conditions a remedy's ``when`` may use, with the type each takes.
 CONDITIONS: dict[str, type | tuple[type, ...]] = {

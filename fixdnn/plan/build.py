@@ -18,9 +18,9 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from fixdnn.actions import Action, Plan
-from fixdnn.context import Context
-from fixdnn.rules import Remedy, Rules
+from fixdnn.model.actions import Action, Plan
+from fixdnn.plan.context import Context
+from fixdnn.knowledge.rules import Remedy, Rules
 
 _ORDER = {"pip-uninstall": 0, "pip-install": 1, "path-remove": 2, "path-prepend": 3, "env-unset": 4,
           "env-set": 5, "write-file": 6, "manual": 7}
@@ -348,10 +348,10 @@ __all__ = ["ONLY_BINARY", "RenderError", "exact_pin", "plan", "render", "scope_f
 def build_plan(facts, symptoms, opts: dict | None = None, *, host=None, check: bool = True) -> Plan:
     """The CLI's entry point (not pure): load the rules (``opts["rules"]``: extra dirs), build the context
     from the facts and the target's pip (``opts["offline"]``), plan, then check every pin's availability."""
-    from fixdnn import compat as compat_mod
-    from fixdnn import context as context_mod
-    from fixdnn import rules as rules_mod
-    from fixdnn.host import Host
+    from fixdnn.knowledge import compat as compat_mod
+    from fixdnn.plan import context as context_mod
+    from fixdnn.knowledge import rules as rules_mod
+    from fixdnn.target.host import Host
 
     opts = opts or {}
     rules = rules_mod.load(list(opts.get("rules") or ()), errors=False)
@@ -360,7 +360,7 @@ def build_plan(facts, symptoms, opts: dict | None = None, *, host=None, check: b
     ctx = context_mod.build(facts, host, offline=bool(opts.get("offline")), compat=compat)
     result = plan(symptoms, ctx, rules, compat)
     if check:
-        from fixdnn.pipcheck import check_plan
+        from fixdnn.plan.availability import check_plan
 
         result = check_plan(result, ctx, host)
     return result
