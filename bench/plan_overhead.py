@@ -42,14 +42,13 @@ def build(root: Path):
 
 
 def in_process(python: Path, environ: dict, repeat: int) -> tuple[float, float]:
+    from fixdnn.facts import gather
     from fixdnn.knowledge import compat as compat_mod
     from fixdnn.plan import context as context_mod
-    from fixdnn.knowledge import rules as rules_mod
-    from fixdnn.facts import gather
-    from fixdnn.target.host import Host
     from fixdnn.plan.availability import check_plan
     from fixdnn.plan.build import plan
-    from fixdnn.symptoms.registry import diagnose
+    from fixdnn.symptoms.registry import diagnose, load_rules
+    from fixdnn.target.host import Host
     from fixdnn.target.interpreter import TargetSpec
 
     diag, planning = [], []
@@ -59,7 +58,7 @@ def in_process(python: Path, environ: dict, repeat: int) -> tuple[float, float]:
         facts = gather(host, TargetSpec(python=str(python)))
         symptoms = diagnose(facts, compat_mod.load())
         t1 = time.perf_counter()
-        rules = rules_mod.load(include_user=False)
+        rules = load_rules(include_user=False)
         ctx = context_mod.build(facts, host, offline=True, compat=compat_mod.load())
         result = check_plan(plan(symptoms, ctx, rules, compat_mod.load()), ctx, host)
         t2 = time.perf_counter()

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from fixdnn.knowledge import compat as compat_mod
 from fixdnn.facts import gather
-from fixdnn.target.host import Host
+from fixdnn.knowledge import compat as compat_mod
 from fixdnn.symptoms.registry import diagnose
+from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 from tests.envkit.env import EnvBuilder
 

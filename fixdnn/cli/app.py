@@ -102,16 +102,16 @@ def _emit_json(data: dict) -> None:
 
 
 def diagnose(opts: dict) -> int:
-    from fixdnn.knowledge import compat as compat_mod
     from fixdnn.cli.report import Report, render_text, to_dict
+    from fixdnn.knowledge import compat as compat_mod
     from fixdnn.symptoms.registry import diagnose as run_checks
 
     facts = _gather(opts)
     report = Report(facts, run_checks(facts, compat_mod.load()))
     plan_data = None
     if opts.get("dry_run"):
-        from fixdnn.plan.build import build_plan
         from fixdnn.cli.render_plan import plan_dict
+        from fixdnn.plan.build import build_plan
 
         plan_value = build_plan(facts, report.symptoms, opts, host=_host(opts))
         plan_data = plan_dict(plan_value, facts.target.python, facts.target.prefix)
@@ -291,9 +291,9 @@ def apply_command(
 
 
 def _apply(plan, facts_value, found, yes: bool) -> int:
+    from fixdnn.repair.acceptance import verifier
     from fixdnn.repair.apply import ApplyError, Target, apply_plan
     from fixdnn.repair.transaction import LockError, TxnError
-    from fixdnn.repair.acceptance import verifier
 
     target = Target.from_info(facts_value.target)
     out = sys.stdout
@@ -386,10 +386,10 @@ def _try_diagnose(opts: dict):
 
 
 def _explanation(opts: dict, text: str):
-    from fixdnn.knowledge import rules as rules_mod
     from fixdnn.probes.explain import explain, is_harmless, match_text, plan_for
+    from fixdnn.symptoms.registry import load_rules
 
-    matches = match_text(text, rules_mod.load(list(opts.get("rules") or ())).errors)
+    matches = match_text(text, load_rules(list(opts.get("rules") or ())).errors)
     if not matches or all(is_harmless(m.signature) for m in matches):
         return explain(matches)  # nothing to diagnose for: unknown text, or only known noise
     facts_value, found, why = _try_diagnose(opts)
@@ -474,8 +474,8 @@ def verify_command(
 @app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run_command_cli(ctx: typer.Context) -> None:
     """Run COMMAND with the environment's repairs applied (fixdnn run -- COMMAND ...); explain a failure."""
-    from fixdnn.shell.run import activated_env, run_command
     from fixdnn.shell.envfile import EnvFileError
+    from fixdnn.shell.run import activated_env, run_command
 
     opts = _options(ctx)
     argv = list(ctx.args)

@@ -34,13 +34,20 @@ def symptoms_page() -> str:
 
 
 def _remedies_for(name: str) -> list[str]:
-    """One line per remedy rule for a symptom, when the rule engine is present."""
-    try:
-        from fixdnn.knowledge import rules as rules_mod
-    except ImportError:
-        return []
-    describe = getattr(rules_mod, "describe_remedies", None)
-    return list(describe(name)) if describe else []
+    """One Markdown line per shipped remedy of a symptom, in preference order."""
+    from fixdnn.symptoms.registry import load_rules
+
+    if not _SHIPPED:
+        _SHIPPED.append(load_rules(include_user=False, errors=False))
+    out = []
+    for r in _SHIPPED[0].for_symptom(name):
+        when = ", ".join(f"{k} = {v!r}" for k, v in r.when.items()) or "always"
+        kinds = ", ".join(a["kind"] for a in r.actions)
+        out.append(f"`{r.id}` ({kinds}; when {when}): {r.reason}")
+    return out
+
+
+_SHIPPED: list = []
 
 
 def compat_page() -> str:

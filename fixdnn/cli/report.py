@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fixdnn.model.facts import Facts
 from fixdnn.base.serial import to_json
+from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import Symptom, has_errors
 
 REPORT_SCHEMA = "fixdnn.report/1"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the model imports fixdnn.facts.loader, which imports fixdnn.facts.elf: keep this package light
@@ -28,8 +27,8 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     """``lock``: a conda-lock lockfile to compare with (``facts.lock``); LockfileError when unreadable.
     ``save_cache=False``: write nothing at all, not even the integrity hash cache (``--dry-run``).
     ``notice(text)``: told before a long step (the first hashing of big packages); the CLI prints it."""
-    from fixdnn.knowledge import compat as compat_mod
     from fixdnn.facts import distributions, driver, frameworks, integrity, libraries, loads
+    from fixdnn.knowledge import compat as compat_mod
     from fixdnn.model.facts import Facts
     from fixdnn.target.interpreter import discover
 
@@ -79,8 +78,8 @@ def dumps(facts: Facts) -> str:
 
 def loads_json(text: str, origin: str = "facts file") -> Facts:
     """Read a saved facts file; raises ValueError with one line saying what is wrong."""
-    from fixdnn.model.facts import FACTS_SCHEMA, Facts
     from fixdnn.base.serial import from_json
+    from fixdnn.model.facts import FACTS_SCHEMA, Facts
 
     try:
         data = json.loads(text)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.knowledge.compat import RulesError, line_of, load_toml, need, rules_dir
 from fixdnn.facts.conda import CondaEnv, openmp_flavour
 from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import ElfInfo, exports_symbol, read_elf
+from fixdnn.knowledge.compat import RulesError, line_of, load_toml, need, rules_dir
 from fixdnn.model.facts import CpuFacts, Distribution, NativeLib, PathEntry, RuntimeUse, TargetInfo, Unknown
 from fixdnn.target.host import Host, HostError
 

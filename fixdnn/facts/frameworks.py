@@ -13,8 +13,8 @@ import re
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.knowledge.compat import Compat
 from fixdnn.facts.distributions import canonical
+from fixdnn.knowledge.compat import Compat
 from fixdnn.model.facts import Distribution, Framework, Need, Unknown
 from fixdnn.target.host import Host, HostError
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fixdnn.knowledge.compat import Compat
 from fixdnn.facts.elf import ElfInfo, read_elf
+from fixdnn.facts.loader import LoaderEnv, loader_env_from_host, resolve
+from fixdnn.knowledge.compat import Compat
 from fixdnn.model.facts import Framework, LoadOutcome, TargetInfo
 from fixdnn.target.host import Host, HostError
-from fixdnn.facts.loader import LoaderEnv, loader_env_from_host, resolve
 
 # Folder of each family inside an nvidia wheel, as torch's _preload_cuda_deps and JAX name them.
 _WHEEL_FOLDER = {"cudnn": "cudnn", "cublas": "cublas", "cublasLt": "cublas", "cudart": "cuda_runtime", "nvrtc": "cuda_nvrtc"}

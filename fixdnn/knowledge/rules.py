@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fixdnn.model.actions import KINDS
 from fixdnn.knowledge.compat import RulesError, load_toml, rules_dir
+from fixdnn.model.actions import KINDS
 
 # The closed set of conditions a remedy's ``when`` may use, with the type each takes.
 CONDITIONS: dict[str, type | tuple[type, ...]] = {
@@ -384,17 +384,12 @@ def _merge(items: list, new: list, label: str) -> list:
     return out
 
 
-def known_symptoms() -> set[str]:
-    from fixdnn.symptoms.registry import load_all
-
-    return set(load_all())
-
-
 def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: Path | None = None,
          known: set[str] | None = None, include_user: bool = True, errors: bool = True) -> Rules:
     """Shipped rules, then the user's config dir, then each ``--rules DIR``: later layers win by id.
-    ``errors=False`` skips ``errors.toml`` (planning does not need it)."""
-    known = known_symptoms() if known is None else known
+    ``errors=False`` skips ``errors.toml`` (planning does not need it). ``known`` is the set of symptom
+    names a rule may name (the symptom stage passes its registry: :func:`fixdnn.symptoms.registry.load_rules`);
+    None checks no names."""
     layers: list[Path] = [shipped or rules_dir()]
     if include_user:
         user = user_rules_dir(environ)
@@ -420,24 +415,5 @@ def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: 
     return Rules(tuple(ordered), tuple(signatures), tuple(str(p) for p in layers))
 
 
-def describe_remedies(name: str) -> list[str]:
-    """One Markdown line per shipped remedy of a symptom, in preference order (for the reference docs)."""
-    out = []
-    for r in _shipped().for_symptom(name):
-        when = ", ".join(f"{k} = {v!r}" for k, v in r.when.items()) or "always"
-        kinds = ", ".join(a["kind"] for a in r.actions)
-        out.append(f"`{r.id}` ({kinds}; when {when}): {r.reason}")
-    return out
-
-
-_SHIPPED: list[Rules] = []
-
-
-def _shipped() -> Rules:
-    if not _SHIPPED:
-        _SHIPPED.append(load(include_user=False, errors=False))
-    return _SHIPPED[0]
-
-
 __all__ = ["CONDITIONS", "Case", "ErrorSignature", "FILTERS", "Remedy", "Rules", "RulesError", "check_action",
-           "describe_remedies", "load", "placeholders", "user_rules_dir"]
+           "load", "placeholders", "user_rules_dir"]

@@ -10,7 +10,6 @@ pin wins) and ordered: uninstall, install, path and variable changes, files, man
 from __future__ import annotations
 
 import os
-
 import posixpath
 import re
 from dataclasses import asdict, replace
@@ -18,9 +17,9 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from fixdnn.knowledge.rules import Remedy, Rules
 from fixdnn.model.actions import Action, Plan
 from fixdnn.plan.context import Context
-from fixdnn.knowledge.rules import Remedy, Rules
 
 _ORDER = {"pip-uninstall": 0, "pip-install": 1, "path-remove": 2, "path-prepend": 3, "env-unset": 4,
           "env-set": 5, "write-file": 6, "manual": 7}
@@ -350,11 +349,11 @@ def build_plan(facts, symptoms, opts: dict | None = None, *, host=None, check: b
     from the facts and the target's pip (``opts["offline"]``), plan, then check every pin's availability."""
     from fixdnn.knowledge import compat as compat_mod
     from fixdnn.plan import context as context_mod
-    from fixdnn.knowledge import rules as rules_mod
+    from fixdnn.symptoms.registry import load_rules
     from fixdnn.target.host import Host
 
     opts = opts or {}
-    rules = rules_mod.load(list(opts.get("rules") or ()), errors=False)
+    rules = load_rules(list(opts.get("rules") or ()), errors=False)
     host = host or Host()
     compat = compat_mod.load()
     ctx = context_mod.build(facts, host, offline=bool(opts.get("offline")), compat=compat)

@@ -33,13 +33,12 @@ def judge(plan: Plan, before: Iterable, after: Iterable) -> list[str]:
 
 def rediagnose(prefix: str, python: str | None, environ: Mapping[str, str] | None = None):
     """Fresh facts and symptoms of the target, as it is after the transaction."""
-    from fixdnn.knowledge import compat
     from fixdnn.facts import gather
-    from fixdnn.target.host import Host
-    from fixdnn.symptoms.registry import diagnose
-    from fixdnn.target.interpreter import TargetSpec
-
+    from fixdnn.knowledge import compat
     from fixdnn.shell.envfile import activated_environ
+    from fixdnn.symptoms.registry import diagnose
+    from fixdnn.target.host import Host
+    from fixdnn.target.interpreter import TargetSpec
 
     env = activated_environ(prefix, dict(os.environ if environ is None else environ))
     facts = gather(Host(environ=env), TargetSpec(python=python, prefix=prefix if python is None else None))

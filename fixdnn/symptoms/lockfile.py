@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from fixdnn.model.facts import Facts
 from fixdnn.facts.lockfile import drift
+from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import check
 
 

@@ -92,3 +92,10 @@ def diagnose(facts, compat, only: Iterable[str] | None = None) -> tuple[Symptom,
 
 def has_errors(symptoms: Iterable[Symptom]) -> bool:
     return any(s.severity == "error" for s in symptoms)
+
+
+def load_rules(extra=(), **kwargs):
+    """The remedy and error rules (:func:`fixdnn.knowledge.rules.load`), each checked to name a known symptom."""
+    from fixdnn.knowledge import rules as rules_mod
+
+    return rules_mod.load(extra, known=set(load_all()), **kwargs)

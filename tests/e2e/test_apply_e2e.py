@@ -17,7 +17,14 @@ from fixdnn.model.actions import Action, Plan
 from fixdnn.repair.apply import ApplyError, Target, apply_plan
 from fixdnn.repair.transaction import EnvLock, LockError, TxnError, rollback, transactions
 from tests.e2e.test_apply_kit import (
-    ROOT, apply_in_child, build_wheel, cli_env, copy_venv, index_dir, site_of, tree,
+    ROOT,
+    apply_in_child,
+    build_wheel,
+    cli_env,
+    copy_venv,
+    index_dir,
+    site_of,
+    tree,
 )
 
 HOSTILE = "env with space 'q' é"  # no $: the stdlib venv's own bin/activate expands it

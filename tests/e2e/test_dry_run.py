@@ -118,8 +118,8 @@ def test_target_without_pip_is_driven_by_fixdnns_pip_and_the_json_api(index, tmp
     assert step["available"] is True, step
     assert "--python" in step["command"] and str(env.python) in step["command"]
     # Without any installer (e.g. under --root), the configured index's JSON API answers instead.
-    from fixdnn.plan.context import Context, PipConfig
     from fixdnn.plan.availability import check_with_index
+    from fixdnn.plan.context import Context, PipConfig
 
     ctx = Context(installer="none", pip=PipConfig(index_url=index.url))
     got = check_with_index(ctx, [PIN, "nvidia-cudnn-cu13==9.99.0.1"])

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fixdnn.knowledge import rules as rules_mod
 from fixdnn.probes.explain import explain, is_harmless, match_text, render_lines
+from fixdnn.symptoms.registry import load_rules
 from tests.envkit import stubs
 from tests.envkit.env import EnvBuilder
 
-SIGNATURES = rules_mod.load(include_user=False).errors
+SIGNATURES = load_rules(include_user=False).errors
 FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 NOISE_BEFORE = ("2026-01-02 10:11:12.345678: I tensorflow/core/util/port.cc:153] some unrelated info\n"
                 "\x1b[33mW0000 00:00:1700000000.1 12345 cuda_executor.cc:1000] a coloured warning\x1b[0m\r\n"

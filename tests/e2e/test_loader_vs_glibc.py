@@ -18,8 +18,8 @@ import pytest
 
 from fixdnn.facts.elf import read_elf
 from fixdnn.facts.ldcache import read_ld_cache
-from fixdnn.target.host import Host
 from fixdnn.facts.loader import default_dirs_for, loader_env_from_host, resolve, resolve_tree
+from fixdnn.target.host import Host
 from tests.envkit.elfkit import build_exe, build_so
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build real ELF objects")

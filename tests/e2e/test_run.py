@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fixdnn.shell.run import run_command
 from fixdnn.shell.envfile import EnvFile, EnvOp
+from fixdnn.shell.run import run_command
 
 FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 

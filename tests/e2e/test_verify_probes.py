@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fixdnn.facts import gather
-from fixdnn.target.host import Host
 from fixdnn.probes.runner import findings_of, run_probe
 from fixdnn.probes.suite import trim_trace, verify
+from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import stubs
 from tests.envkit.env import EnvBuilder, stray_cudnn

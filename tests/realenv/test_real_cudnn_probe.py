@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fixdnn.facts import gather
-from fixdnn.target.host import Host
 from fixdnn.probes.suite import verify
+from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 
 REALENV = os.environ.get("FIXDNN_REALENV")

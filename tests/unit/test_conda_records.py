@@ -8,8 +8,8 @@ import pytest
 
 import fixdnn.knowledge.compat
 from fixdnn.facts import conda, dumps, gather, loads_json
-from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
+from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import cpu as cpukit
 from tests.envkit.env import EnvBuilder, stray_cudnn

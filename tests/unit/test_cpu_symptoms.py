@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 
 import fixdnn.knowledge.compat
-from fixdnn.knowledge.compat import RulesError
 from fixdnn.facts import dumps, gather, loads_json
 from fixdnn.facts.cpu import kmp_true, load_rules
-from fixdnn.target.host import Host
+from fixdnn.knowledge.compat import RulesError
 from fixdnn.symptoms.registry import diagnose
+from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import cpu as cpukit
 from tests.envkit.env import EnvBuilder

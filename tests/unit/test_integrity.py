@@ -13,11 +13,11 @@ import os
 
 import pytest
 
-from fixdnn.knowledge import compat as compat_mod
 from fixdnn.facts import distributions, dumps, integrity, loads_json
+from fixdnn.knowledge import compat as compat_mod
 from fixdnn.model.facts import TargetInfo
-from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
+from fixdnn.target.host import Host
 from tests.conftest import run_diagnosis
 from tests.envkit.env import EnvBuilder
 

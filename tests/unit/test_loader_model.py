@@ -14,8 +14,8 @@ import pytest
 
 from fixdnn.facts.elf import ElfInfo, read_elf
 from fixdnn.facts.ldcache import CacheEntry
-from fixdnn.target.host import Host
 from fixdnn.facts.loader import LoaderEnv, expand_dst, resolve, resolve_tree
+from fixdnn.target.host import Host
 from tests.envkit.elfkit import build_so
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

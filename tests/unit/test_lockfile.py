@@ -21,14 +21,20 @@ from conda_lock.lockfile.v1.models import HashModel, LockMeta  # noqa: E402
 from conda_lock.lockfile.v2prelim.models import LockedDependency, Lockfile  # noqa: E402
 from conda_lock.models.channel import Channel  # noqa: E402
 
+from fixdnn.facts import (  # noqa: E402
+    dumps,
+    gather,
+    loads_json,
+    lockfile,  # noqa: E402
+)
 from fixdnn.knowledge import compat as compat_mod  # noqa: E402
 from fixdnn.plan import context as context_mod  # noqa: E402
-from fixdnn.facts import lockfile  # noqa: E402
-from fixdnn.knowledge import rules as rules_mod  # noqa: E402
-from fixdnn.facts import dumps, gather, loads_json  # noqa: E402
-from fixdnn.target.host import Host  # noqa: E402
 from fixdnn.plan.build import plan  # noqa: E402
-from fixdnn.symptoms.registry import diagnose  # noqa: E402
+from fixdnn.symptoms.registry import (
+    diagnose,  # noqa: E402
+    load_rules,
+)
+from fixdnn.target.host import Host  # noqa: E402
 from fixdnn.target.interpreter import TargetSpec  # noqa: E402
 from tests.envkit.env import EnvBuilder  # noqa: E402
 
@@ -191,7 +197,7 @@ def test_drift_is_found_per_package_and_planned(env, environ, tmp_path):
 
     # the plan restores the locked state
     ctx = replace(context_mod.build(facts, None), installer="pip", installer_argv=(str(env.python), "-m", "pip"))
-    p = plan(drift_of(facts), ctx, rules_mod.load(include_user=False), compat_mod.load())
+    p = plan(drift_of(facts), ctx, load_rules(include_user=False), compat_mod.load())
     by = {(a.kind, a.packages or a.text) for a in p.actions}
     assert ("pip-install", ("nvidia-cudnn-cu13==9.24.0.43",)) in by
     assert ("pip-uninstall", ("intel-openmp",)) in by
@@ -203,7 +209,7 @@ def test_drift_is_found_per_package_and_planned(env, environ, tmp_path):
     assert p.unfixed == ()
 
     # offline without a wheel folder: the pip steps become manual, with the pin
-    p_off = plan(drift_of(facts), replace(ctx, offline=True), rules_mod.load(include_user=False), compat_mod.load())
+    p_off = plan(drift_of(facts), replace(ctx, offline=True), load_rules(include_user=False), compat_mod.load())
     assert not any(a.kind == "pip-install" for a in p_off.actions)
     assert any(a.kind == "manual" and "nvidia-cudnn-cu13" in a.text for a in p_off.actions)
 

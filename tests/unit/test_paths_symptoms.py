@@ -9,8 +9,8 @@ import pytest
 
 import fixdnn.knowledge.compat
 from fixdnn.facts import gather
-from fixdnn.target.host import Host
 from fixdnn.symptoms.registry import diagnose
+from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import cpu as cpukit
 from tests.envkit.env import EnvBuilder

@@ -8,14 +8,13 @@ from dataclasses import replace
 
 from fixdnn.knowledge import compat as compat_mod
 from fixdnn.plan import context as context_mod
-from fixdnn.knowledge import rules as rules_mod
 from fixdnn.plan.build import plan
-from fixdnn.symptoms.registry import Symptom
+from fixdnn.symptoms.registry import Symptom, load_rules
 from tests.conftest import run_diagnosis
 from tests.envkit.elfkit import build_so
 from tests.envkit.env import EnvBuilder, stray_cudnn
 
-RULES = rules_mod.load(include_user=False)
+RULES = load_rules(include_user=False)
 COMPAT = compat_mod.load()
 
 
@@ -258,7 +257,7 @@ actions = [{ kind = "write-file", path = "{location}/../NOTES.txt", content = "t
 evidence = { location = "/env/lib/python3.11/site-packages", distributions = [] }
 expect = [{ kind = "write-file" }, { kind = "write-file" }]
 ''')
-    rules = rules_mod.load([layer], include_user=False)
+    rules = load_rules([layer], include_user=False)
     ev = {"location": "/env/lib/python3.11/site-packages", "distributions": []}
     p = plan([Symptom("FDN107", "cudnn-wheel-collision", "warning", "", ev)], _ctx(prefix="/env"), rules, COMPAT)
     assert {a.path for a in p.actions} == {"/env/lib/python3.11/site-packages/../NOTES.txt", "/etc/fixdnn-notes.txt"}

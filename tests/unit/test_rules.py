@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from fixdnn.knowledge import compat as compat_mod
-from fixdnn.plan import context as context_mod
-from fixdnn.knowledge import rules as rules_mod
-from fixdnn.plan.build import plan
 from fixdnn.knowledge.rules import RulesError
-from fixdnn.symptoms.registry import Symptom, load_all
+from fixdnn.plan import context as context_mod
+from fixdnn.plan.build import plan
+from fixdnn.symptoms.registry import Symptom, load_all, load_rules
 
-RULES = rules_mod.load(include_user=False)
+RULES = load_rules(include_user=False)
 COMPAT = compat_mod.load()
 CASES = [(r, n, c) for r in RULES.remedies for n, c in enumerate(r.cases)]
 
@@ -142,7 +141,7 @@ def test_malformed_rule_file_gives_one_line_with_file_and_line(tmp_path, label):
     text, line, pattern = BAD[label]
     layer = _layer(tmp_path, text)
     with pytest.raises(RulesError) as err:
-        rules_mod.load([layer], include_user=False)
+        load_rules([layer], include_user=False)
     msg = str(err.value)
     assert "\n" not in msg
     path = layer / "remedies" / "bad.toml"
@@ -156,13 +155,13 @@ def test_duplicate_error_id_and_bad_regex(tmp_path):
     row = "[[error]]\nid = 'E99'\nframeworks = ['torch']\nregex = 'x'\nsymptoms = []\nexamples = ['x']\n"
     (d / "errors.toml").write_text(row + "\n" + row)
     with pytest.raises(RulesError, match=r"errors.toml:8: duplicate error id 'E99'"):
-        rules_mod.load([d], include_user=False)
+        load_rules([d], include_user=False)
     (d / "errors.toml").write_text(row.replace("regex = 'x'", "regex = '(unclosed'"))
     with pytest.raises(RulesError, match=r"errors.toml:4: regex does not compile"):
-        rules_mod.load([d], include_user=False)
+        load_rules([d], include_user=False)
     (d / "errors.toml").write_text(row + "harmless = 'sometimes'\n")
     with pytest.raises(RulesError, match=r"errors.toml:7: harmless must be one of 'always', 'without-driver'"):
-        rules_mod.load([d], include_user=False)
+        load_rules([d], include_user=False)
 
 
 def test_noise_is_marked_in_the_catalog_not_guessed():
@@ -171,7 +170,7 @@ def test_noise_is_marked_in_the_catalog_not_guessed():
     class NoDriver:
         driver = None
 
-    errors = {e.id: e for e in rules_mod.load(include_user=False).errors}
+    errors = {e.id: e for e in load_rules(include_user=False).errors}
     assert {i for i, e in errors.items() if is_harmless(e)} == {"E10", "E11", "E12", "E13"}
     assert is_harmless(errors["E08"], NoDriver()) and not is_harmless(errors["E08"])
     assert not is_harmless(errors["E01"], NoDriver())
@@ -186,7 +185,7 @@ def test_user_rules_override_by_id_and_xdg_fallback(tmp_path):
 
     shutil.rmtree(xdg / "fixdnn" / "rules")
     (xdg / "fixdnn" / "rules2").rename(xdg / "fixdnn" / "rules")
-    loaded = rules_mod.load(environ={"XDG_CONFIG_HOME": str(xdg), "HOME": str(tmp_path)})
+    loaded = load_rules(environ={"XDG_CONFIG_HOME": str(xdg), "HOME": str(tmp_path)})
     mine = [r for r in loaded.remedies if r.id == "cudnn-missing.framework-pin"]
     assert len(mine) == 1 and mine[0].actions[0]["text"] == "mine"
     assert loaded.for_symptom("cudnn-missing")[0].id == "cudnn-missing.framework-pin"  # keeps its place
@@ -194,11 +193,11 @@ def test_user_rules_override_by_id_and_xdg_fallback(tmp_path):
     home = tmp_path / "home"
     (home / ".config").mkdir(parents=True)
     (xdg / "fixdnn").rename(home / ".config" / "fixdnn")
-    loaded = rules_mod.load(environ={"XDG_CONFIG_HOME": "", "HOME": str(home)})
+    loaded = load_rules(environ={"XDG_CONFIG_HOME": "", "HOME": str(home)})
     assert next(r for r in loaded.remedies if r.id == "cudnn-missing.framework-pin").actions[0]["text"] == "mine"
     # --rules wins over the user's config.
     cli = _layer(tmp_path / "cli", override.replace('"mine"', '"cli"'), "cli.toml")
-    loaded = rules_mod.load([cli], environ={"XDG_CONFIG_HOME": "", "HOME": str(home)})
+    loaded = load_rules([cli], environ={"XDG_CONFIG_HOME": "", "HOME": str(home)})
     assert next(r for r in loaded.remedies if r.id == "cudnn-missing.framework-pin").actions[0]["text"] == "cli"
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from fixdnn.repair import transaction as txn
 from fixdnn.model.actions import Action, Plan
+from fixdnn.repair import transaction as txn
 from fixdnn.repair.acceptance import judge
 
 
