@@ -39,6 +39,15 @@ def _python_in(host: Host, prefix: str) -> str | None:
     return None
 
 
+def _looks_like_environment(host: Host, prefix: str) -> bool:
+    """Whether a folder holds a Python environment at all: an empty or unrelated folder must not be
+    diagnosed as a healthy one (a verdict is a claim)."""
+    base = prefix.rstrip("/")
+    if any(host.exists(f"{base}/{marker}") for marker in ("pyvenv.cfg", "conda-meta")):
+        return True
+    return _python_in(host, prefix) is not None or bool(_site_dirs_from_files(host, prefix))
+
+
 def _kind_of(host: Host, prefix: str | None) -> str:
     if prefix is None:
         return "files"
@@ -66,6 +75,9 @@ def choose(host: Host, spec: TargetSpec) -> tuple[str | None, str | None]:
     if spec.prefix:
         if not host.is_dir(spec.prefix):
             raise TargetError(f"--prefix {spec.prefix}: not a directory; give the environment's root folder")
+        if not _looks_like_environment(host, spec.prefix):
+            raise TargetError(f"--prefix {spec.prefix}: not a Python environment (no pyvenv.cfg, conda-meta, "
+                              "bin/python or lib/python3*/site-packages); give the environment's root folder")
         return (_python_in(host, spec.prefix) if host.root is None else None), spec.prefix
     if host.root is not None:
         return None, None
@@ -79,11 +91,14 @@ def choose(host: Host, spec: TargetSpec) -> tuple[str | None, str | None]:
     return found, None
 
 
+_SLOW = "did not answer within"  # the timeout reason, which discover() tells from a non-Python file
+
+
 def probe(host: Host, python: str, timeout: float = 30) -> tuple[dict | None, str | None]:
     """Run the probe in the target; (data, None) or (None, reason)."""
     result = host.run([python, "-c", _probe_source()], timeout=timeout)
     if result.timed_out:
-        return None, f"{python} did not answer within {timeout:.0f} s"
+        return None, f"{python} {_SLOW} {timeout:.0f} s"
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
         return None, f"{python} failed: {last}"
@@ -91,7 +106,7 @@ def probe(host: Host, python: str, timeout: float = 30) -> tuple[dict | None, st
         data = json.loads(result.stdout)
     except ValueError:
         return None, f"{python} printed something that is not the probe's JSON"
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not isinstance(data.get("sys_path"), list) or not data.get("python_version"):
         return None, f"{python} printed something that is not the probe's JSON"
     return data, None
 
@@ -145,6 +160,13 @@ def discover(host: Host, spec: TargetSpec) -> tuple[TargetInfo, list[Unknown]]:
     if python is None:
         return _from_files(host, prefix, None, None if host.root else "no interpreter in the prefix")
     data, why = probe(host, python)
+    if data is None and spec.python and _SLOW not in why:
+        # The user named this file as the interpreter: a file that cannot run the probe (a text file,
+        # /bin/ls) is a usage error, not an environment to read from disk. A broken venv's interpreter is
+        # read with --prefix instead. Timeouts stay unknowns: a real but slow Python is still a target.
+        short = why if len(why) <= 160 else why[:157] + "..."  # /bin/ls echoes the whole probe script back
+        raise TargetError(f"--python {spec.python}: not a Python interpreter ({short}); give the path of the "
+                          "target's python, or --prefix DIR to read a broken environment from its files")
     if data is None:
         return _from_files(host, prefix, python, why)
     prefix = prefix or data.get("prefix")

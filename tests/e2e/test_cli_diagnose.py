@@ -78,6 +78,34 @@ def test_usage_errors_are_one_line_and_exit_2(args, needle, environ):
     assert needle in one_line_error(fixdnn(args, environ))
 
 
+@pytest.mark.parametrize("make, option, needle", [
+    (lambda d: "/etc/passwd", "--python", "not a Python interpreter"),  # not executable
+    (lambda d: shutil.which("ls"), "--python", "not a Python interpreter"),  # runs, but is no Python
+    (lambda d: _script(d, "#!/bin/sh\necho '{}'\n"), "--python", "not a Python interpreter"),  # exit 0, no probe JSON
+    (lambda d: str(d), "--prefix", "not a Python environment"),  # an empty folder
+    (lambda d: _script(d, "x") and str(d), "--prefix", "not a Python environment"),  # a folder of unrelated files
+])
+def test_a_target_that_is_not_a_python_environment_is_a_usage_error(tmp_path, environ, make, option, needle):
+    target = make(tmp_path)
+    line = one_line_error(fixdnn([option, target], environ))
+    assert needle in line and target in line
+
+
+def _script(folder, text):
+    path = folder / "fake-python"
+    path.write_text(text)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_broken_venv_is_still_read_from_its_files_with_prefix(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv").torch_cuda13()
+    (env.prefix / "bin/python").unlink()  # the base interpreter is gone
+    proc = fixdnn(["--prefix", str(env.prefix), "--json"], environ)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert json.loads(proc.stdout)["target"]["kind"] == "venv"
+
+
 def test_facts_file_round_trip(tmp_path, environ):
     env = EnvBuilder(tmp_path / "venv").torch_cuda13()
     (env.cudnn_lib / "libcudnn_cnn.so.9").unlink()
