@@ -141,24 +141,33 @@ def _print_version(value: bool) -> None:
 @app.callback(invoke_without_command=True)
 def main(
     ctx: typer.Context,
-    python: Optional[str] = typer.Option(None, "--python", help="Interpreter of the environment to diagnose."),
-    prefix: Optional[str] = typer.Option(None, "--prefix", help="Root folder of the environment to diagnose."),
-    root: Optional[str] = typer.Option(None, "--root", help="Treat DIR as / (a mounted image, a test tree)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (schema fixdnn.report/1)."),
-    facts_file: Optional[str] = typer.Option(None, "--facts", help="Diagnose a facts file saved with 'fixdnn facts'."),
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+    python: Optional[str] = typer.Option(None, "--python", metavar="PATH",
+                                         help="Interpreter of the environment (a path, or a name on PATH)."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", metavar="DIR", help="Root folder of the environment."),
+    root: Optional[str] = typer.Option(None, "--root", metavar="DIR", help="Treat DIR as / (a mounted image, a test tree)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one versioned JSON object instead of text."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only problems (and errors); no progress."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every loader step, not only the deciding ones."),
+    facts_file: Optional[str] = typer.Option(None, "--facts", metavar="FILE",
+                                             help="Diagnose a facts file saved with 'fixdnn facts'."),
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
                                  help="Print fixdnn's version and exit."),
     verify_all: bool = typer.Option(False, "--verify-all",
                                     help="Verify every installed package's files against its record, not only DNN ones."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Also show the repair plan (commands, file diffs); change nothing."),
     offline: bool = typer.Option(False, "--offline", help="Plan without network: no index queries, prefer copies on disk."),
-    rules: Optional[list[str]] = typer.Option(None, "--rules", help="Extra rules DIR (remedies/*.toml, errors.toml); wins by id."),
-    lock: Optional[str] = typer.Option(None, "--lock", help="Compare with this conda-lock lockfile (lockfile-drift); needs fixdnn[conda]."),
+    rules: Optional[list[str]] = typer.Option(None, "--rules", metavar="DIR",
+                                              help="Extra rules (DIR/remedies/*.toml, DIR/errors.toml); wins by id."),
+    lock: Optional[str] = typer.Option(None, "--lock", metavar="FILE",
+                                       help="Compare with this conda-lock lockfile (lockfile-drift); needs fixdnn[conda]."),
 ) -> None:
-    """Diagnose the environment (the active venv / conda env, or --python / --prefix)."""
-    ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "facts_file": facts_file,
-               "verify_all": verify_all, "dry_run": dry_run, "offline": offline, "rules": list(rules or ()),
-               "lock": lock}
+    """Diagnose the environment: the active venv / conda env, the project's .venv, or --python / --prefix.
+
+    Options may be given before or after the command (fixdnn verify --python PATH).
+    """
+    ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "quiet": quiet,
+               "verbose": verbose, "facts_file": facts_file, "verify_all": verify_all, "dry_run": dry_run,
+               "offline": offline, "rules": list(rules or ()), "lock": lock}
     _report_interrupted()
     if ctx.invoked_subcommand is None:
         raise typer.Exit(diagnose(ctx.obj))
@@ -471,7 +480,9 @@ def verify_command(
     raise typer.Exit(result.exit_code)
 
 
-@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# Everything after the command's first word is the command's own (fixdnn run python --json: python's).
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                      "allow_interspersed_args": False})
 def run_command_cli(ctx: typer.Context) -> None:
     """Run COMMAND with the environment's repairs applied (fixdnn run -- COMMAND ...); explain a failure."""
     from fixdnn.shell.envfile import EnvFileError
@@ -515,23 +526,122 @@ def run_command_cli(ctx: typer.Context) -> None:
     raise typer.Exit(outcome.returncode)
 
 
+_SHELLS_HELP = "bash, zsh or fish"
+
+
+@app.command("hook")
+def hook_command(shell: str = typer.Argument(..., metavar="SHELL", help=_SHELLS_HELP)) -> None:
+    """Print shell code that keeps repairs alive in every shell: eval "$(fixdnn hook bash)" in ~/.bashrc."""
+    from fixdnn.shell.hook import main as hook_main  # also served before typer loads (fixdnn.cli.main)
+
+    raise typer.Exit(hook_main([shell]))
+
+
+@app.command("completion")
+def completion_command(shell: str = typer.Argument(..., metavar="SHELL", help=_SHELLS_HELP)) -> None:
+    """Print the shell completion script: eval "$(fixdnn completion bash)" in ~/.bashrc."""
+    from typer._completion_shared import get_completion_script  # type: ignore[import-not-found]
+
+    if shell not in ("bash", "zsh", "fish"):
+        raise UsageError(f"completion: expected one of bash, zsh, fish, got {shell!r}")
+    sys.stdout.write(get_completion_script(prog_name="fixdnn", complete_var=_COMPLETE_VAR, shell=shell) + "\n")
+
+
+_COMPLETE_VAR = "_FIXDNN_COMPLETE"
+
+
+# The options of the main callback that each command also accepts after its name, as pip, uv and ruff
+# do (fixdnn verify --python PATH). Keys are click parameter names; _OBJ_KEY renames the odd one.
+_TARGET = ("python", "prefix", "root")
+_OUTPUT = ("json_out", "quiet", "verbose")
+_COMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "facts": _TARGET + ("quiet", "verify_all", "lock"),
+    "symptoms": ("json_out",),
+    "lock": _TARGET + _OUTPUT,
+    "env": _TARGET + _OUTPUT,
+    "apply": ("python", "prefix") + _OUTPUT + ("offline", "rules", "verify_all"),
+    "rollback": ("python", "prefix") + _OUTPUT,
+    "history": ("python", "prefix") + _OUTPUT,
+    "explain": _TARGET + _OUTPUT + ("facts_file", "rules", "offline", "verify_all"),
+    "verify": ("python", "prefix") + _OUTPUT + ("verify_all",),
+    "run": ("python", "prefix", "quiet", "verbose"),
+}
+_OBJ_KEY = {"json_out": "json"}
+
+
+def _accept_after(command, accepted: tuple[str, ...], shared: dict) -> None:
+    """Give ``command`` copies of the shared options; a value given after the command name wins."""
+    import copy
+
+    have = {p.name for p in command.params}
+    added = [copy.copy(shared[name]) for name in accepted if name in shared and name not in have]
+    if not added:
+        return
+    command.params = list(command.params) + added
+    names = {p.name for p in added}
+    inner = command.callback
+
+    def callback(*args, **kwargs):
+        from typer._click.globals import get_current_context  # type: ignore[import-not-found]
+        from typer._click.core import ParameterSource  # type: ignore[import-not-found]
+
+        ctx = get_current_context()
+        obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+        for name in names:
+            value = kwargs.pop(name)
+            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+                key = _OBJ_KEY.get(name, name)
+                obj[key] = list(obj.get(key) or ()) + list(value) if key == "rules" else value
+        ctx.obj = obj
+        return inner(*args, **kwargs)
+
+    command.callback = callback
+
+
+def _command():
+    """The click group typer builds, with the shared options accepted after each command name too."""
+    group = typer.main.get_command(app)
+    shared = {p.name: p for p in group.params}
+    for name, command in group.commands.items():
+        _accept_after(command, _COMMAND_OPTIONS.get(name, ()), shared)
+    return group
+
+
+def _is_ours(exc: BaseException) -> bool:
+    """A usage or target error of fixdnn's: one line, exit 2.
+
+    Checked through ``sys.modules`` so that start-up does not import the rule tables or the target
+    probe only to name their exception classes: a module never imported cannot have raised.
+    """
+    if isinstance(exc, UsageError):
+        return True
+    for module, name in (("fixdnn.knowledge.compat", "RulesError"), ("fixdnn.target.interpreter", "TargetError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    return False
+
+
 def run(argv: list[str]) -> int:
     """Run the app and turn every failure into one line and an exit code."""
-    from fixdnn.knowledge.compat import RulesError
-    from fixdnn.target.interpreter import TargetError
+    import os
 
+    if os.environ.get(_COMPLETE_VAR):  # a completion request from the script of 'fixdnn completion'
+        from typer._completion_classes import completion_init  # type: ignore[import-not-found]
+
+        completion_init()
     try:
         # Outside standalone mode click returns (not raises) the code of a typer.Exit.
-        code = app(args=argv, prog_name="fixdnn", standalone_mode=False)
+        code = _command()(args=argv, prog_name="fixdnn", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
-    except (UsageError, TargetError, RulesError) as exc:
-        sys.stderr.write(f"fixdnn: {exc}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write("fixdnn: interrupted\n")
         return 130
     except Exception as exc:  # click's own usage errors, and our bugs: one line, never a traceback
+        if _is_ours(exc):
+            sys.stderr.write(f"fixdnn: {exc}\n")
+            return 2
         from typer._click.exceptions import ClickException  # type: ignore[import-not-found]
 
         if isinstance(exc, ClickException):
