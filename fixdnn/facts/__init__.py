@@ -27,7 +27,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     """``lock``: a conda-lock lockfile to compare with (``facts.lock``); LockfileError when unreadable.
     ``save_cache=False``: write nothing at all, not even the integrity hash cache (``--dry-run``).
     ``notice(text)``: told before a long step (the first hashing of big packages); the CLI prints it."""
-    from fixdnn.facts import distributions, driver, frameworks, integrity, libraries, loads
+    from fixdnn.facts import binversion, distributions, driver, frameworks, integrity, libraries, loads
     from fixdnn.knowledge import compat as compat_mod
     from fixdnn.model.facts import Facts
     from fixdnn.target.interpreter import discover
@@ -49,6 +49,8 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     outcomes = loads.gather(host, target, fws, requires, env, compat)
     resolved = tuple((o.path, "resolved by the loader model") for o in outcomes if o.path)
     copies, more = libraries.gather(host, target, dists, env.ld_cache, resolved)
+    unknowns += more
+    copies, more = binversion.fill(host, copies, save_cache=save_cache)  # only copies known by major alone
     unknowns += more
     checks, more = integrity.gather(host, target, dists, verify_all=verify_all, save_cache=save_cache,
                                     notice=notice)

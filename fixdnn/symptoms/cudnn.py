@@ -61,8 +61,8 @@ def _need_text(need: Need) -> str:
 
 
 def _usable_copies(facts: Facts, need: Need) -> list[LibraryCopy]:
-    return [c for c in facts.copies("cudnn") if c.error is None and satisfies(c.version, need) is not False
-            and (version_tuple(c.version) or (0,))[0] == need.major]
+    """Copies known to satisfy the need: a version fixdnn does not know never satisfies a minimum."""
+    return [c for c in facts.copies("cudnn") if c.error is None and satisfies(c.version, need) is True]
 
 
 def _copy_evidence(c: LibraryCopy | None) -> dict | None:
@@ -115,6 +115,32 @@ def cudnn_version_mismatch(facts: Facts, compat):
              "loaded": _copy_evidence(copy), "usable_copies": [_copy_evidence(c) for c in _usable_copies(facts, need)]},
             chain=chain_of(outcome) + (f"{copy.path}: cuDNN {copy.version} ({copy.version_source})",),
             hint=f"install {need.pin}" if need.pin else f"make a cuDNN {_need_text(need)} the first one found")
+
+
+@check("FDN108", "cudnn-version-unknown", "warning", "The cuDNN that would load has a version fixdnn cannot read")
+def cudnn_version_unknown(facts: Facts, compat):
+    """The framework needs cuDNN of a minimum minor version (PyTorch: the one it was built with, TensorFlow
+    and JAX: their build's), and the copy it would load says only its major: no header beside it, no wheel
+    or conda record, a file name like ``libcudnn.so.9``, and loading it to call ``cudnnGetVersion()``
+    failed. "9" does not satisfy "9.24 or newer": if the copy is older, PyTorch stops with ``cuDNN version
+    incompatibility: PyTorch was compiled against (9, 24, 0) but found runtime version (9, 13, 0)``. Run the
+    command shown to read the version by hand."""
+    from fixdnn.facts.binversion import how_to_check
+
+    for fw, need, outcome in cudnn_needs(facts):
+        if outcome is None or outcome.path is None:
+            continue
+        copy = facts.copy_at(outcome.path)
+        if copy is None or copy.error is not None or satisfies(copy.version, need) is not None:
+            continue
+        why = next((u.reason for u in facts.unknowns if u.what == f"version of {copy.path}"), None)
+        yield cudnn_version_unknown.spec.make(
+            f"{fw.name} {fw.version} needs {_need_text(need)}; the version of {copy.path} it would load is unknown",
+            {"framework": fw.name, "needs": {"major": need.major, "minimum": need.minimum, "pin": need.pin},
+             "loaded": _copy_evidence(copy), "why": why, "check": how_to_check(copy)},
+            chain=chain_of(outcome) + (f"{copy.path}: version {copy.version or '?'} ({copy.version_source or 'no source'})",)
+            + ((f"asking the file: {why}",) if why else ()),
+            hint=f"read it with: {how_to_check(copy)}")
 
 
 @check("FDN103", "cudnn-pin-mismatch", "warning", "The installed cuDNN wheel differs from the framework's exact pin")
