@@ -33,10 +33,33 @@ def rules_dir() -> Path:
     raise RulesError(f"no rules directory next to {package}; reinstall fixdnn")
 
 
-def line_of(text: str, key: str) -> int:
-    """Best-effort line number of ``key`` in a TOML text (1 when not found)."""
-    m = re.search(rf"^\s*\"?{re.escape(key)}\"?\s*=|^\s*\[\[?{re.escape(key)}[\].]", text, re.M)
-    return text.count("\n", 0, m.start()) + 1 if m else 1
+_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*[A-Za-z0-9_.-]+[ \t]*\]", re.M)  # [table] or [[array]]
+
+
+def line_of(text: str, key: str, at: int | None = None) -> int:
+    """Best-effort line number of ``key`` in a TOML text (1 when not found).
+
+    ``at``: the offset of one array entry's ``[[table]]`` header (:func:`entries`): the key is looked for
+    in that entry only, and a key the entry lacks points at its header, never at another entry's key."""
+    start, end = 0, len(text)
+    if at is not None:
+        start = at
+        nxt = _HEADER.search(text, text.find("\n", at) + 1) if "\n" in text[at:] else None
+        end = nxt.start() if nxt else len(text)
+    m = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=|^\s*\[\[?{re.escape(key)}[\].]", re.M).search(text, start, end)
+    if m:
+        return text.count("\n", 0, m.start()) + 1
+    return text.count("\n", 0, at) + 1 if at is not None else 1
+
+
+def entries(path: Path, text: str, table: dict, key: str) -> list[tuple[dict, int | None]]:
+    """``table[key]`` (an array of tables) as (entry, offset of its ``[[key]]`` header) pairs.
+
+    Entries written inline (``key = [{...}]``) have no header of their own: their offset is None and
+    lines fall back to the first mention of the key."""
+    rows = need(path, text, table, key, list)
+    heads = [m.start() for m in re.finditer(rf"^[ \t]*\[\[[ \t]*{re.escape(key)}[ \t]*\]\]", text, re.M)]
+    return list(zip(rows, heads if len(heads) == len(rows) else [None] * len(rows)))
 
 
 def load_toml(path: Path) -> tuple[dict, str]:
@@ -56,24 +79,29 @@ def load_toml(path: Path) -> tuple[dict, str]:
         raise RulesError(f"{path}:{line}: invalid TOML: {re.sub(r' ?[(]at line .*[)]', '', msg)}") from None
 
 
-def _ver(path: Path, text: str, key: str, value: object) -> Version:
+def _ver(path: Path, text: str, key: str, value: object, at: int | None = None) -> Version:
     try:
         return Version(str(value))
     except InvalidVersion:
-        raise RulesError(f"{path}:{line_of(text, key)}: {key} = {value!r} is not a version") from None
+        raise RulesError(f"{path}:{line_of(text, key, at)}: {key} = {value!r} is not a version") from None
+
+
+def _field(path: Path, text: str, row: dict, at: int | None, key: str) -> Version:
+    """A version-valued key of one array entry (``at``: the entry's offset, see :func:`entries`)."""
+    return _ver(path, text, key, need(path, text, row, key, str, at=at), at)
 
 
 _ARTICLE = {"int": "an int", "dict": "a table", "list": "an array", "str": "a string", "bool": "true or false"}
 
 
-def need(path: Path, text: str, table: dict, key: str, kind: type, where: str = ""):
+def need(path: Path, text: str, table: dict, key: str, kind: type, where: str = "", at: int | None = None):
     """``table[key]`` checked to be of ``kind``; RulesError "FILE:LINE: ..." otherwise (``where``: the key
-    to point at when the missing one has no line of its own)."""
+    to point at when the missing one has no line of its own; ``at``: the entry's offset, see :func:`line_of`)."""
     if key not in table:
-        raise RulesError(f"{path}:{line_of(text, where or key)}: missing key {key!r}")
+        raise RulesError(f"{path}:{line_of(text, where or key, at)}: missing key {key!r}")
     value = table[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RulesError(f"{path}:{line_of(text, key)}: {key} must be {_ARTICLE.get(kind.__name__, kind.__name__)}")
+        raise RulesError(f"{path}:{line_of(text, key, at)}: {key} must be {_ARTICLE.get(kind.__name__, kind.__name__)}")
     return value
 
 
@@ -160,38 +188,38 @@ def _load(directory: str) -> Compat:
     tf, tf_text = load_toml(tf_path)
     tf_builds = tuple(
         TfBuild(
-            version=_ver(tf_path, tf_text, "version", need(tf_path, tf_text, row, "version", str)),
-            cudnn=_ver(tf_path, tf_text, "cudnn", need(tf_path, tf_text, row, "cudnn", str)),
-            cuda=_ver(tf_path, tf_text, "cuda", need(tf_path, tf_text, row, "cuda", str)),
+            version=_field(tf_path, tf_text, row, at, "version"),
+            cudnn=_field(tf_path, tf_text, row, at, "cudnn"),
+            cuda=_field(tf_path, tf_text, row, at, "cuda"),
             and_cuda=dict(row.get("and_cuda", {})),
         )
-        for row in need(tf_path, tf_text, tf, "build", list)
+        for row, at in entries(tf_path, tf_text, tf, "build")
     )
     torch_path = base / "torch.toml"
     torch, torch_text = load_toml(torch_path)
     torch_wheels = tuple(
         TorchWheel(
-            version=_ver(torch_path, torch_text, "version", need(torch_path, torch_text, row, "version", str)),
-            cuda=_ver(torch_path, torch_text, "cuda", need(torch_path, torch_text, row, "cuda", str)),
-            cudnn_pin=str(need(torch_path, torch_text, row, "cudnn_pin", str)),
+            version=_field(torch_path, torch_text, row, at, "version"),
+            cuda=_field(torch_path, torch_text, row, at, "cuda"),
+            cudnn_pin=str(need(torch_path, torch_text, row, "cudnn_pin", str, at=at)),
         )
-        for row in need(torch_path, torch_text, torch, "wheel", list)
+        for row, at in entries(torch_path, torch_text, torch, "wheel")
     )
     jax_path = base / "jax.toml"
     jax, jax_text = load_toml(jax_path)
     jax_minimums = tuple(
         JaxMinimum(
-            since=_ver(jax_path, jax_text, "since", need(jax_path, jax_text, row, "since", str)),
-            cuda_major=int(need(jax_path, jax_text, row, "cuda_major", int)),
-            cudnn=_ver(jax_path, jax_text, "cudnn", need(jax_path, jax_text, row, "cudnn", str)),
+            since=_field(jax_path, jax_text, row, at, "since"),
+            cuda_major=int(need(jax_path, jax_text, row, "cuda_major", int, at=at)),
+            cudnn=_field(jax_path, jax_text, row, at, "cudnn"),
         )
-        for row in need(jax_path, jax_text, jax, "minimum", list)
+        for row, at in entries(jax_path, jax_text, jax, "minimum")
     )
     drv_path = base / "driver.toml"
     drv, drv_text = load_toml(drv_path)
     floor = {
-        int(need(drv_path, drv_text, row, "cuda_major", int)): str(need(drv_path, drv_text, row, "driver", str))
-        for row in need(drv_path, drv_text, drv, "floor", list)
+        int(need(drv_path, drv_text, row, "cuda_major", int, at=at)): str(need(drv_path, drv_text, row, "driver", str, at=at))
+        for row, at in entries(drv_path, drv_text, drv, "floor")
     }
     lib_path = base / "libraries.toml"
     libs, lib_text = load_toml(lib_path)

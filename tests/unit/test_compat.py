@@ -28,19 +28,36 @@ def tables(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("name, old, new, pattern", [
-    ("torch.toml", 'cuda = "13.0"', 'cuda = ', r"torch\.toml:\d+: invalid TOML"),
-    ("tensorflow.toml", 'cudnn = "9.3"\n', 'cudnn = "nine"\n', r"tensorflow\.toml:\d+: cudnn = 'nine' is not a version"),
-    ("torch.toml", 'cudnn_pin = "nvidia-cudnn-cu13==9.24.0.43"\n', "", r"torch\.toml:\d+: missing key 'cudnn_pin'"),
-    ("driver.toml", 'cuda_major = 13', 'cuda_major = "13"', r"driver\.toml:\d+: cuda_major must be an int"),
-])
-def test_malformed_table_is_one_line_with_file_and_line(tables, name, old, new, pattern):
-    path = tables / name
+def _replace_last(path, old: str, new: str) -> int:
+    """Replace the LAST occurrence of ``old`` (not the first: a line taken from the first mention of a key
+    would then still look right) and return the line it was on."""
     text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    with pytest.raises(RulesError, match=pattern) as info:
+    at = text.rindex(old)
+    assert at != text.index(old), f"{old!r} occurs once in {path.name}: the test needs a later entry"
+    path.write_text(text[:at] + new + text[at + len(old):])
+    return text.count("\n", 0, at) + 1
+
+
+def _header_above(path, line: int) -> int:
+    lines = path.read_text().splitlines()
+    return next(n for n in range(line, 0, -1) if lines[n - 1].lstrip().startswith("[["))
+
+
+@pytest.mark.parametrize("name, old, new, message, at_header", [
+    ("torch.toml", 'cuda = "13.0"', 'cuda = ', "invalid TOML", False),
+    ("tensorflow.toml", 'cudnn = "9.3"\n', 'cudnn = "nine"\n', "cudnn = 'nine' is not a version", False),
+    ("torch.toml", 'cudnn_pin = ', '# cudnn_pin = ', "missing key 'cudnn_pin'", True),
+    ("driver.toml", 'cuda_major = ', 'cuda_major = "x"  # ', "cuda_major must be an int", False),
+    ("jax.toml", 'cuda_major = ', 'cuda_major = "x"  # ', "cuda_major must be an int", False),
+])
+def test_malformed_table_names_the_line_of_the_bad_entry(tables, name, old, new, message, at_header):
+    path = tables / name
+    line = _replace_last(path, old, new)
+    if at_header:  # a missing key has no line: the entry's own [[header]] is the place to look
+        line = _header_above(path, line)
+    with pytest.raises(RulesError) as info:
         compat.load(tables)
+    assert str(info.value).startswith(f"{path}:{line}: {message}"), str(info.value)
     assert "\n" not in str(info.value)
 
 
