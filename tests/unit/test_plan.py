@@ -240,6 +240,9 @@ def test_pip_config_is_parsed_with_precedence():
     cfg = context_mod.parse_pip_config(text)
     assert cfg.index_url == "http://127.0.0.1:1/simple/"
     assert cfg.extra_index_urls == ("http://127.0.0.1:2/a", "http://127.0.0.1:3/b")
+    # pip splits every multi-valued config option on whitespace (cli/parser.py, action "append"): a
+    # find-links folder with a space in its name is two folders to pip, and so it must be to the plan.
+    assert cfg.find_links == ("/w", "h")
     assert cfg.no_index is True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import pytest
 
@@ -20,11 +21,29 @@ def prefix(tmp_path, monkeypatch):
     return p
 
 
-def test_ids_sort_by_time_and_are_unique():
+def test_ids_are_unique_within_one_clock_tick():
     ids = [txn.new_id() for _ in range(200)]
     assert len(set(ids)) == 200
-    assert sorted(ids) == ids or sorted(ids)[0][:20] <= ids[-1][:20]
-    assert txn.id_time(ids[0]) != "?"
+
+
+def test_ids_sort_by_time_across_field_boundaries(monkeypatch):
+    """Sorting ids as text must be sorting by time, also where a field rolls over (a 1-digit microsecond
+    against a 6-digit one, 09:59:59 against 10:00:00, Jan 9 against Jan 10)."""
+    utc = timezone.utc
+    times = [datetime(2026, 1, 9, 9, 59, 59, 999999, utc), datetime(2026, 1, 9, 10, 0, 0, 5, utc),
+             datetime(2026, 1, 9, 10, 0, 0, 50, utc), datetime(2026, 1, 10, 0, 0, 0, 0, utc),
+             datetime(2026, 11, 1, 0, 0, 0, 7, utc)]
+    clock = iter(times)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return next(clock)
+
+    monkeypatch.setattr(txn, "datetime", Clock)
+    ids = [txn.new_id() for _ in times]
+    assert sorted(reversed(ids)) == ids
+    assert [txn.id_time(i) for i in ids] == [t.astimezone().strftime("%Y-%m-%d %H:%M:%S") for t in times]
 
 
 def test_lock_refuses_second_holder_with_pid(prefix):
