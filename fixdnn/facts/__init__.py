@@ -57,6 +57,8 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     unknowns += more
     cpu_side = _cpu_side(host, target, dists, env)
     unknowns += cpu_side.pop("unknowns")
+    gpu_side, more = _gpu_side(host, target, fws, dists, env, compat, save_cache)
+    unknowns += more
     return Facts(
         target=target,
         distributions=dists,
@@ -68,6 +70,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
         unknowns=tuple(unknowns),
         integrity=checks,
         lock=locked,
+        gpu=gpu_side,
         **cpu_side,
     )
 
@@ -108,3 +111,26 @@ def _cpu_side(host, target, dists, env) -> dict:
     records = conda.gather(host, target.prefix, wanted)  # nothing unless the prefix has conda-meta/
     facts, more = cpu.gather(host, target, dists, records, env, rules)
     return {"cpu": facts, "conda_packages": records.packages, "unknowns": list(records.unknowns) + list(more)}
+
+
+def _gpu_side(host, target, fws, dists, env, compat, save_cache: bool):
+    """GPUs, the user-space driver and the frameworks' compiled kernels (issue 18); fat binaries are
+    read once per file identity, then from the cache in fixdnn's state folder."""
+    from fixdnn.base import state
+    from fixdnn.facts import fatbin, gpu
+
+    def cache_file(create: bool):
+        key = target.prefix or "\n".join(target.site_dirs)
+        if not key:
+            return None
+        try:
+            return state.env_dir(key, host.root, environ=host.environ, create=create) / fatbin.CACHE_NAME
+        except OSError:
+            return None
+
+    cache = fatbin.Cache(cache_file(False))
+    facts, unknowns = gpu.gather(host, fws, dists, env, compat.gpu, cache)
+    if save_cache and cache.dirty:
+        cache.path = cache_file(True)
+        cache.save()
+    return facts, unknowns

@@ -10,9 +10,13 @@ import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
+
+if TYPE_CHECKING:
+    from fixdnn.knowledge.gpu import GpuTables
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -140,6 +144,7 @@ class Compat:
     wheels: dict[str, str]
     unsuffixed_since: int
     keep_suffix: tuple[str, ...]
+    gpu: GpuTables | None = None  # rules/compat/gpu.toml (fixdnn.knowledge.gpu)
 
     def tf_build(self, version: str) -> TfBuild | None:
         try:
@@ -183,6 +188,8 @@ def load(directory: Path | None = None) -> Compat:
 
 @lru_cache(maxsize=4)
 def _load(directory: str) -> Compat:
+    from fixdnn.knowledge import gpu as gpu_tables
+
     base = Path(directory)
     tf_path = base / "tensorflow.toml"
     tf, tf_text = load_toml(tf_path)
@@ -242,4 +249,5 @@ def _load(directory: str) -> Compat:
         wheels=wheels,
         unsuffixed_since=unsuffixed,
         keep_suffix=tuple(libs.get("wheels_keep_suffix", {}).get("families", ("cudnn",))),
+        gpu=gpu_tables.load(base) if (base / "gpu.toml").is_file() else None,
     )

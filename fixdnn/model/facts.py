@@ -176,6 +176,7 @@ class Facts:
     conda_packages: tuple[CondaPackage, ...] = ()
     integrity: tuple[InstallCheck, ...] = ()  # packages verified file by file (install-corrupted)
     lock: LockFacts | None = None  # the lockfile given with --lock (lockfile-drift), read by fixdnn.facts.lockfile
+    gpu: GpuFacts | None = None  # GPUs, the user-space driver, compiled kernels (fixdnn.facts.gpu)
 
     def distribution(self, name: str) -> Distribution | None:
         for dist in self.distributions:
@@ -307,3 +308,84 @@ class LockFacts:
     packages: tuple[LockedPackage, ...] = ()
     pip_patterns: tuple[str, ...] = ()  # rules/compat/integrity.toml globs in force when it was read
     conda_patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelImages:
+    """The CUDA kernels compiled into one shared library: the entries of its ``.nv_fatbin`` section."""
+
+    path: str
+    sass: tuple[str, ...] = ()  # machine code, one per architecture: "sm_80", "sm_90a", "sm_100f"
+    ptx: tuple[str, ...] = ()  # PTX the driver can JIT-compile: "compute_120"
+    ptx_isa: str | None = None  # the newest PTX ISA version among the PTX entries ("9.0")
+    entries: int = 0
+    error: str | None = None  # unreadable file, truncated fat binary
+
+
+@dataclass(frozen=True)
+class FrameworkKernels:
+    """Which GPUs a framework build has kernels for, from the fat binaries of its CUDA libraries."""
+
+    framework: str
+    version: str
+    libraries: tuple[KernelImages, ...] = ()
+
+    @property
+    def sass(self) -> tuple[str, ...]:
+        return _arch_union(lib.sass for lib in self.libraries)
+
+    @property
+    def ptx(self) -> tuple[str, ...]:
+        return _arch_union(lib.ptx for lib in self.libraries)
+
+    @property
+    def ptx_isa(self) -> str | None:
+        isas = [lib.ptx_isa for lib in self.libraries if lib.ptx_isa]
+        return max(isas, key=lambda v: tuple(int(x) for x in v.split("."))) if isas else None
+
+
+def arch_number(arch: str) -> int:
+    """90 for "sm_90", "sm_90a" and "compute_90"."""
+    digits = arch.split("_", 1)[-1].rstrip("abcdefghijklmnopqrstuvwxyz")
+    return int(digits) if digits.isdigit() else 0
+
+
+def _arch_union(groups) -> tuple[str, ...]:
+    return tuple(sorted({a for g in groups for a in g}, key=lambda a: (arch_number(a), a)))
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One NVIDIA GPU, from what exists without running code on it."""
+
+    name: str | None
+    compute_capability: str | None  # "9.0"; None when neither nvidia-smi nor the name table knows
+    source: str  # where the GPU was seen: "nvidia-smi", "/proc/driver/nvidia/gpus/0000:01:00.0/information"
+    cc_source: str | None = None  # "nvidia-smi", "NVML", "rules/compat/gpus.toml (by name)"
+    bus_id: str | None = None
+    driver_version: str | None = None  # as nvidia-smi / NVML report it
+
+
+@dataclass(frozen=True)
+class LibCuda:
+    """A user-space CUDA driver library (``libcuda.so.1``)."""
+
+    path: str
+    realpath: str
+    kind: str  # driver | compat (a cuda-compat forward-compatibility package) | wsl (/usr/lib/wsl/lib)
+    version: str | None = None  # driver version of this library ("580.65.06"), from its file name
+    version_source: str | None = None
+    cuda_version: str | None = None  # the newest CUDA it supports ("13.0"), from cuDriverGetVersion
+    found_in: str | None = None  # how the loader reaches it ("LD_LIBRARY_PATH[0]", "ld.so.cache", ...)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    gpus: tuple[Gpu, ...] = ()
+    libcuda: LibCuda | None = None  # the copy the loader would pick for libcuda.so.1; None: none reachable
+    libcuda_copies: tuple[LibCuda, ...] = ()  # every other copy seen in the usual places
+    libcuda_chain: tuple[str, ...] = ()  # the loader model's steps for libcuda.so.1
+    wsl: bool = False  # /usr/lib/wsl/lib exists: a WSL2 GPU layout
+    kernels: tuple[FrameworkKernels, ...] = ()
+    sources: tuple[str, ...] = ()  # what was read or run, and what it said, one line each

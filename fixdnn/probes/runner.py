@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fixdnn.probes import Finding, script
+from fixdnn.target.host import stop_group
 
 TAIL = 64 * 1024  # bytes of stderr kept in a ProbeRun
 
@@ -103,15 +104,7 @@ def run_probe(name: str, python: str, args: Sequence[str], *, probe: str, env: M
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:  # a grandchild that left the group still holds the pipes
-            proc.kill()
-            out, err = b"", b""
+        out, err = stop_group(proc, b"")
     stdout = out.decode("utf-8", "replace")
     stderr = err.decode("utf-8", "replace")
     code = proc.returncode

@@ -8,6 +8,7 @@ are resolved *inside* the root, the way the loader of that image would see them.
 from __future__ import annotations
 
 import os
+import signal
 import stat as stat_mod
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +29,20 @@ class HostError(Exception):
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or exc.__class__.__name__
+
+
+def stop_group(proc: subprocess.Popen, empty):
+    """Kill a process started with ``start_new_session=True`` and all it started; (stdout, stderr) so far
+    (``empty`` for each when a grandchild that left the group still holds the pipes)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        return proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return empty, empty
 
 
 @dataclass(frozen=True)
@@ -170,23 +185,33 @@ class Host:
         input: str | None = None,
         cwd: str | None = None,
     ) -> RunResult:
-        """Run a program; a missing program or a timeout is a result, not an exception."""
+        """Run a program; a missing program or a timeout is a result, not an exception.
+
+        The program runs in its own session, so a timeout kills it with every process it started (a
+        probe that loads a driver library may leave helpers behind)."""
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 list(argv),
-                capture_output=True,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 errors="replace",
-                timeout=timeout,
                 env=dict(self.environ if env is None else env),
-                input=input,
                 cwd=cwd,
-                stdin=None if input is not None else subprocess.DEVNULL,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-            return RunResult(-1, out, err, timed_out=True)
         except OSError as exc:
             return RunResult(127, "", f"{argv[0]}: {_reason(exc)}")
-        return RunResult(proc.returncode, proc.stdout, proc.stderr)
+        try:
+            out, err = proc.communicate(input=input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out, err = stop_group(proc, "")
+            return RunResult(-1, out or "", err or "", timed_out=True)
+        except BaseException:  # Ctrl-C: the child is in its own session and would not see it
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            raise
+        return RunResult(proc.returncode, out, err)

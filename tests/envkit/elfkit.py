@@ -71,12 +71,21 @@ def build_so(
                 args += [f"-Wl,-rpath,{runpath}", "-Wl,--enable-new-dtags"]
             args += list(link_args)
             _gcc(args)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            shutil.copyfile(work / "lib.so", tmp)
-            os.replace(tmp, cached)
+            store(work / "lib.so", cached)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    return deliver(cached, dest)
+
+
+def store(built: Path, cached: Path) -> None:
+    """Put a fresh build into the session cache atomically (parallel sessions may race)."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    shutil.copyfile(built, tmp)
+    os.replace(tmp, cached)
+
+
+def deliver(cached: Path, dest: str | os.PathLike) -> Path:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, dest)

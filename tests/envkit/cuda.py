@@ -1,0 +1,115 @@
+"""Real CUDA parts without a GPU: fat binaries compiled by nvcc, stand-in libcuda.so.1 built by gcc, and
+/proc-like driver files in a --root tree.
+
+nvcc output is cached per recipe like tests/envkit/elfkit.py does for gcc. Without nvcc a test that needs
+it is skipped with a visible message, and fails under CI (CI=true), where nvcc is part of the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.envkit.elfkit import _CACHE, build_so, deliver, store
+
+NVCC_CANDIDATES = ("/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc")
+
+_KERNEL = r"""
+__global__ void fixdnn_add(float *a, float b) { a[threadIdx.x] += b; }
+extern "C" void fixdnn_launch(float *a) { fixdnn_add<<<1, 1>>>(a, 1.0f); }
+"""
+
+
+def nvcc() -> str:
+    """The nvcc to use: $FIXDNN_NVCC, a usual place, or PATH. Skips (fails under CI) when there is none."""
+    for candidate in (os.environ.get("FIXDNN_NVCC"), *NVCC_CANDIDATES, shutil.which("nvcc")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    msg = "nvcc not found (set FIXDNN_NVCC): the fat binary tests need real nvcc output"
+    if os.environ.get("CI"):
+        pytest.fail(f"{msg}; nvcc is required when CI is set", pytrace=False)
+    pytest.skip(msg)
+
+
+def gencode(arch: str) -> list[str]:
+    """'sm_90' -> SASS for 9.0 (from compute_90 PTX); 'compute_120' -> PTX only; 'sm_100f', 'sm_90a' too."""
+    kind, number = arch.split("_", 1)
+    code = f"{kind}_{number}"
+    return ["-gencode", f"arch=compute_{number},code={code}"]
+
+
+def fatbin_so(dest: str | os.PathLike, archs: list[str] | tuple[str, ...], *, compress: str | None = None,
+              soname: str | None = None) -> Path:
+    """A shared library with a real ``.nv_fatbin`` section holding kernels for ``archs``."""
+    args = [a for arch in archs for a in gencode(arch)]
+    if compress:
+        args.append(f"-compress-mode={compress}")
+    if soname:
+        args += ["-Xlinker", f"-soname={soname}"]
+    key = hashlib.sha256(json.dumps(["nvcc", args, _KERNEL]).encode()).hexdigest()[:24]
+    cached = _CACHE / key / "lib.so"
+    if not cached.exists():
+        compiler = nvcc()
+        work = Path(tempfile.mkdtemp(prefix="cudakit-"))
+        try:
+            (work / "k.cu").write_text(_KERNEL)
+            proc = subprocess.run([compiler, "-shared", "-Xcompiler", "-fPIC", "-o", str(work / "lib.so"),
+                                   str(work / "k.cu"), *args], capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                raise RuntimeError(f"nvcc {' '.join(args)} failed:\n{proc.stderr}")
+            store(work / "lib.so", cached)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return deliver(cached, dest)
+
+
+_LIBCUDA = r"""
+int cuInit(unsigned int flags) { return 0; }
+int cuDeviceGetCount(int *count) { *count = 1; return 0; }
+int cuDriverGetVersion(int *v) { *v = %(cuda)d; return 0; }
+"""
+
+
+def libcuda(folder: str | os.PathLike, driver: str | None = "580.65.06", cuda: int = 13000) -> Path:
+    """The layout a driver install leaves: libcuda.so.<driver> (cuDriverGetVersion -> ``cuda``) and the
+    libcuda.so.1 link to it; ``driver=None`` gives a plain libcuda.so.1 file (WSL2 ships it so)."""
+    folder = Path(folder)
+    name = f"libcuda.so.{driver}" if driver else "libcuda.so.1"
+    real = build_so(folder / name, "libcuda.so.1", c_source=_LIBCUDA % {"cuda": cuda})
+    if driver:
+        link = folder / "libcuda.so.1"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(name)
+        return link
+    return real
+
+
+def proc_driver(root: str | os.PathLike, version: str = "580.65.06",
+                gpus: tuple[tuple[str, str], ...] = (("0000:01:00.0", "NVIDIA H100 80GB HBM3"),)) -> None:
+    """/proc/driver/nvidia/version, gpus/<bus>/information and /sys/module/nvidia/version, as the kernel
+    module writes them."""
+    root = Path(root)
+    proc = root / "proc/driver/nvidia"
+    proc.mkdir(parents=True, exist_ok=True)
+    (proc / "version").write_text(
+        f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {version}  Release Build  "
+        "(dvs-builder@U16-I3-B03-4-3)  Tue Jul  8 17:19:39 UTC 2025\n"
+        "GCC version:  gcc version 12.3.0 (Ubuntu 12.3.0-1ubuntu1~22.04)\n")
+    for bus, name in gpus:
+        folder = proc / "gpus" / bus
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "information").write_text(
+            f"Model: \t\t {name}\nIRQ:   \t\t 146\nGPU UUID: \t GPU-5c3b2a10-0000-0000-0000-000000000000\n"
+            f"Video BIOS: \t 96.00.99.00.01\nBus Type: \t PCIe\nDMA Size: \t 52 bits\nDMA Mask: \t 0xfffffffffffff\n"
+            f"Bus Location: \t {bus}\nDevice Minor: \t 0\nGPU Excluded:\t No\n")
+    sys_mod = root / "sys/module/nvidia"
+    sys_mod.mkdir(parents=True, exist_ok=True)
+    (sys_mod / "version").write_text(version + "\n")
