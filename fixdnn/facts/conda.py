@@ -7,9 +7,9 @@ their realpath so a soname link and the file it points to both map to the owning
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
+from fixdnn.facts import condameta
 from fixdnn.model.facts import CondaPackage, Unknown
 from fixdnn.target.host import Host, HostError
 
@@ -54,7 +54,7 @@ class CondaEnv:
 
 
 def conda_prefix(host: Host, prefix: str | None) -> str | None:
-    if prefix and host.is_dir(f"{prefix.rstrip('/')}/conda-meta"):
+    if prefix and condameta.is_conda_prefix(host, prefix):
         return prefix.rstrip("/") or "/"
     return None
 
@@ -65,55 +65,38 @@ def gather(host: Host, prefix: str | None, wanted=None) -> CondaEnv:
     env = CondaEnv(prefix=root)
     if root is None:
         return env
-    meta = f"{root}/conda-meta"
-    try:
-        names = host.listdir(meta)
-    except HostError as exc:
-        env.unknowns.append(Unknown(f"conda records in {meta}", exc.reason))
-        return env
     packages = []
     exact: dict[str, CondaFile] = {}
     via_link: dict[str, CondaFile] = {}
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        path = f"{meta}/{name}"
-        try:
-            record = json.loads(host.read_text(path, limit=64 << 20))
-        except HostError as exc:
-            env.unknowns.append(Unknown(f"conda record {path}", exc.reason))
-            continue
-        except ValueError as exc:
-            env.unknowns.append(Unknown(f"conda record {path}", f"not JSON ({str(exc).splitlines()[0]})"))
-            continue
-        if not isinstance(record, dict):
-            env.unknowns.append(Unknown(f"conda record {path}", "not a JSON object"))
-            continue
-        guess = name[:-5].rsplit("-", 2)
-        pkg_name = str(record.get("name") or guess[0])
-        version = str(record.get("version") or (guess[1] if len(guess) == 3 else "?"))
-        build = str(record.get("build") or (guess[2] if len(guess) == 3 else ""))
-        files = record.get("files") if isinstance(record.get("files"), list) else []
-        number = record.get("build_number")
-        packages.append(CondaPackage(
-            name=pkg_name, version=version, build=build, channel=short_channel(record), files=len(files),
-            prefix=root, build_number=number if isinstance(number, int) and not isinstance(number, bool) else None))
-        if wanted is None:
-            continue
-        hashes = {}
-        paths_data = record.get("paths_data")
-        if isinstance(paths_data, dict) and isinstance(paths_data.get("paths"), list):
-            for item in paths_data["paths"]:
+    try:
+        for record in condameta.records(host, root):
+            if isinstance(record, condameta.RecordError):
+                env.unknowns.append(Unknown(f"conda record {record.path}", record.reason))
+                continue
+            pkg_name, version = record.name, record.version
+            files = record.files
+            number = record.data.get("build_number")
+            packages.append(CondaPackage(
+                name=pkg_name, version=version, build=record.build, channel=short_channel(record.data),
+                files=len(files), prefix=root,
+                build_number=number if isinstance(number, int) and not isinstance(number, bool) else None))
+            if wanted is None:
+                continue
+            hashes = {}
+            for item in record.paths or ():
                 if isinstance(item, dict) and isinstance(item.get("_path"), str):
                     digest = item.get("sha256")
                     hashes[item["_path"]] = digest if isinstance(digest, str) else None
-        for rel in list(files) + [p for p in hashes if p not in files]:
-            if not isinstance(rel, str) or not wanted(rel):
-                continue
-            owner = CondaFile(pkg_name, version, hashes.get(rel))
-            full = f"{root}/{rel}"
-            exact.setdefault(full, owner)
-            via_link.setdefault(host.realpath(full), owner)
+            for rel in list(files) + [p for p in hashes if p not in files]:
+                if not isinstance(rel, str) or not wanted(rel):
+                    continue
+                owner = CondaFile(pkg_name, version, hashes.get(rel))
+                full = f"{root}/{rel}"
+                exact.setdefault(full, owner)
+                via_link.setdefault(host.realpath(full), owner)
+    except HostError as exc:
+        env.unknowns.append(Unknown(f"conda records in {condameta.meta_dir(root)}", exc.reason))
+        return env
     # A file's own record wins over a record that only owns a link to it (_openmp_mutex's libgomp.so.1).
     env.files = {**via_link, **exact}
     env.packages = tuple(sorted(packages, key=lambda p: p.name))

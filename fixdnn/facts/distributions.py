@@ -6,64 +6,40 @@ name on ``sys.path`` wins, as it does for ``importlib.metadata``.
 
 from __future__ import annotations
 
-import csv
 import os
-import re
 from collections.abc import Callable, Iterable
-from email.parser import HeaderParser
 
+from fixdnn.facts import distinfo
 from fixdnn.model.facts import Distribution, Unknown
 from fixdnn.target.host import Host, HostError
 
-_HEADER_LIMIT = 256 << 10
 
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _header(text: str) -> str:
-    end = text.find("\n\n")
-    return text if end < 0 else text[:end]
-
-
-def read_one(host: Host, location: str, folder: str) -> Distribution | Unknown:
-    meta_dir = f"{location.rstrip('/')}/{folder}"
-    try:
-        files = set(host.listdir(meta_dir))
-    except HostError as exc:
-        return Unknown(f"distribution {meta_dir}", exc.reason)
-    meta_name = "METADATA" if folder.endswith(".dist-info") else "PKG-INFO"
+def read_one(host: Host, found: distinfo.Found) -> Distribution | Unknown:
+    meta_dir, files = found.path, found.files
+    meta_name = distinfo.metadata_name(found.folder)
     if meta_name not in files:
         return Unknown(f"distribution {meta_dir}", f"no {meta_name} file")
     try:
-        text = host.read_text(f"{meta_dir}/{meta_name}", limit=_HEADER_LIMIT)
+        meta = distinfo.read_metadata(host, meta_dir)
     except HostError as exc:
         return Unknown(f"distribution {meta_dir}", exc.reason)
-    headers = HeaderParser().parsestr(_header(text))
-    name, version = headers.get("Name"), headers.get("Version")
-    if not name or not version:
-        return Unknown(f"distribution {meta_dir}", f"{meta_name} has no Name or Version")
+    except distinfo.DistInfoError as exc:
+        return Unknown(f"distribution {meta_dir}", str(exc))
     installer = None
     if "INSTALLER" in files:
         try:
             installer = host.read_text(f"{meta_dir}/INSTALLER", limit=256).strip() or None
         except HostError:
             installer = None
-    record = None
-    if "RECORD" in files:
-        record = f"{meta_dir}/RECORD"
-    elif "installed-files.txt" in files:
-        record = f"{meta_dir}/installed-files.txt"
     return Distribution(
-        name=canonical(name.strip()),
-        display_name=name.strip(),
-        version=version.strip(),
-        location=location,
+        name=meta.canonical,
+        display_name=meta.name,
+        version=meta.version,
+        location=found.location,
         metadata_dir=meta_dir,
-        requires=tuple(r.strip() for r in (headers.get_all("Requires-Dist") or ())),
+        requires=meta.requires,
         installer=installer,
-        record=record,
+        record=distinfo.record_file(meta_dir, files),
     )
 
 
@@ -76,19 +52,18 @@ def gather(host: Host, search_path: tuple[str, ...]) -> tuple[tuple[Distribution
             continue
         visited.add(location)
         try:
-            names = host.listdir(location)
+            for found in distinfo.scan(host, location):
+                if isinstance(found, tuple):
+                    unknowns.append(Unknown(f"distribution {found[0]}", found[1]))
+                    continue
+                dist = read_one(host, found)
+                if isinstance(dist, Unknown):
+                    unknowns.append(dist)
+                elif dist.name not in seen:
+                    seen[dist.name] = dist
         except HostError as exc:
             if host.exists(location):
                 unknowns.append(Unknown(f"sys.path entry {location}", exc.reason))
-            continue
-        for folder in names:
-            if not (folder.endswith(".dist-info") or folder.endswith(".egg-info")):
-                continue
-            dist = read_one(host, location, folder)
-            if isinstance(dist, Unknown):
-                unknowns.append(dist)
-            elif dist.name not in seen:
-                seen[dist.name] = dist
     return tuple(seen.values()), unknowns
 
 
@@ -100,10 +75,12 @@ def _shared_objects(host: Host, dist: Distribution) -> list[str] | HostError:
         hit = _SO_CACHE.get(key)
         if hit is not None:
             return hit
-        text = host.read_text(dist.record, limit=64 << 20)
+        text = distinfo.read_record(host, dist.record)
     except HostError as exc:
         return exc
-    rows = [row[0] for row in csv.reader(line for line in text.splitlines() if ".so" in line) if row]
+    except distinfo.DistInfoError as exc:
+        return HostError(dist.record, str(exc))
+    rows = [row[0] for _n, row, _e in distinfo.record_rows(text) if row and ".so" in row[0]]
     _SO_CACHE[key] = rows
     return rows
 
@@ -119,7 +96,7 @@ def library_owners(host: Host, dists: Iterable[Distribution], wanted: Callable[[
     owners: dict[str, Distribution] = {}
     unknowns: list[Unknown] = []
     for dist in dists:
-        if not dist.record or not dist.record.endswith("RECORD") or not only(dist):
+        if not distinfo.is_record(dist.record) or not only(dist):
             continue
         rows = _shared_objects(host, dist)
         if isinstance(rows, HostError):

@@ -11,9 +11,9 @@ import ast
 import re
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from fixdnn.facts.distributions import canonical
 from fixdnn.knowledge.compat import Compat
 from fixdnn.model.facts import Distribution, Framework, Need, Unknown
 from fixdnn.target.host import Host, HostError
@@ -41,7 +41,7 @@ def _mm(version: str) -> str:
 def _cudnn_from_requires(dist: Distribution, extra: str | None = None) -> Need | None:
     """A cuDNN need from an ``nvidia-cudnn-cuN`` requirement (exact pin or lower bound)."""
     for req in _requirements(dist):
-        m = _CUDNN_WHEEL.match(canonical(req.name))
+        m = _CUDNN_WHEEL.match(canonicalize_name(req.name))
         if not m:
             continue
         if req.marker is not None:
@@ -56,13 +56,13 @@ def _cudnn_from_requires(dist: Distribution, extra: str | None = None) -> Need |
         try:
             if pins:
                 version = pins[0].version
-                return Need("cudnn", Version(version).major, _mm(version), f"{canonical(req.name)}=={version}",
-                            f"{dist.display_name} {dist.version} Requires-Dist", canonical(req.name))
+                return Need("cudnn", Version(version).major, _mm(version), f"{canonicalize_name(req.name)}=={version}",
+                            f"{dist.display_name} {dist.version} Requires-Dist", canonicalize_name(req.name))
             if lows:
                 version = lows[0].version
                 return Need("cudnn", Version(version).major, _mm(version), None,
                             f"{dist.display_name} {dist.version} Requires-Dist {req.name}{req.specifier}",
-                            canonical(req.name))
+                            canonicalize_name(req.name))
         except InvalidVersion:
             continue
     return None

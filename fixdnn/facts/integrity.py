@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
 import fnmatch
 import hashlib
 import io
@@ -31,6 +30,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
+from fixdnn.facts import condameta, distinfo
 from fixdnn.model.facts import BadFile, Distribution, InstallCheck, TargetInfo, Unknown
 from fixdnn.target.host import Host, HostError
 
@@ -38,8 +40,6 @@ CHUNK = 1 << 20
 BAD_CAP = 100  # bad files kept per package in the facts (bad_count has the full number)
 CACHE_NAME = "integrity-cache.json"
 CACHE_SCHEMA = "fixdnn.integrity-cache/1"
-_RECORD_LIMIT = 64 << 20
-_CONDA_LIMIT = 64 << 20
 # Digests weaker than sha256 prove nothing against a hand edit; PEP 376 RECORDs never use them in practice.
 _ALGORITHMS = {"sha224", "sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"}
 _SITE_TAIL = re.compile(r"/lib(?:64)?/(?:python[^/]+|pypy[^/]*)/(?:site|dist)-packages$")
@@ -75,9 +75,14 @@ def load_patterns(path: str | None = None) -> Patterns:
     return Patterns(**out)
 
 
+@lru_cache(maxsize=16)
+def _matcher(patterns: tuple[str, ...]):
+    # one compiled alternation instead of a fnmatch call per pattern and distribution
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns) or "(?!)").match
+
+
 def relevant(name: str, patterns: tuple[str, ...]) -> bool:
-    name = re.sub(r"[-_.]+", "-", name).lower()
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    return _matcher(patterns)(canonicalize_name(name)) is not None
 
 
 # -- what is expected ----------------------------------------------------------------------------------
@@ -138,19 +143,9 @@ def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list
     refused: list[str] = []
     digest_sizes: dict[str, int] = {}
     location = os.path.normpath(location)
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        if '"' in line:  # quoted fields (commas in file names): the csv module; otherwise a cheap split
-            try:
-                row = next(csv.reader([line]))
-            except (csv.Error, StopIteration) as exc:
-                malformed.append(f"line {number}: {exc or 'unreadable'}")
-                continue
-        else:
-            row = line.rsplit(",", 2) if line.count(",") >= 2 else line.split(",")
-        if len(row) != 3 or not row[0]:
-            malformed.append(f"line {number}: expected 3 fields (path,hash,size), got {len(row)}")
+    for number, row, error in distinfo.record_rows(text):
+        if row is None:
+            malformed.append(f"line {number}: {error}")
             continue
         rel, hash_field, size_field = row
         if not hash_field:
@@ -220,7 +215,7 @@ def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | No
     for dist in dists:
         if patterns is not None and not relevant(dist.name, patterns.pip):
             continue
-        if not dist.record or not dist.record.endswith("/RECORD"):
+        if not distinfo.is_record(dist.record):
             continue  # egg-info installed-files.txt has no hashes
         if (dist.installer or "").strip().lower() == "conda":
             continue  # conda rewrote some files at link time; conda-meta is the record that holds
@@ -235,14 +230,13 @@ def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | No
                                           snap["skipped"]))
             continue
         try:
-            raw = host.read_bytes(dist.record, limit=_RECORD_LIMIT + 1)
+            text = distinfo.read_record(host, dist.record)
         except HostError as exc:
             unknowns.append(Unknown(label, f"{dist.record}: {exc.reason}"))
             continue
-        if len(raw) > _RECORD_LIMIT:
-            unknowns.append(Unknown(label, f"{dist.record}: larger than {_RECORD_LIMIT >> 20} MiB, not checked"))
+        except distinfo.DistInfoError as exc:
+            unknowns.append(Unknown(label, f"{dist.record}: {exc}"))
             continue
-        text = raw.decode("utf-8", errors="surrogateescape")
         entries, skipped, malformed, refused = parse_record(text, dist.location, _bases(dist.location, target))
         if malformed:
             unknowns.append(Unknown(label, f"{dist.record}: malformed ({len(malformed)} line(s) not checked; "
@@ -261,39 +255,21 @@ def _conda_packages(host: Host, target: TargetInfo, patterns: Patterns | None, u
     if not prefix:
         return []
     prefix = os.path.normpath(prefix)
-    meta = f"{prefix.rstrip('/')}/conda-meta"
+    wanted = None if patterns is None else (lambda name: relevant(name, patterns.conda))
+    out = []
     try:
-        names = host.listdir(meta)
+        found = list(condameta.records(host, prefix, wanted or (lambda name: True)))
     except HostError:
         return []
-    out = []
-    for fname in names:
-        if not fname.endswith(".json"):
+    for record in found:
+        if isinstance(record, condameta.RecordError):
+            unknowns.append(Unknown(f"conda record {record.path.rsplit('/', 1)[-1]}", str(record)))
             continue
-        parts = fname[:-5].rsplit("-", 2)
-        if len(parts) != 3:
-            continue
-        if patterns is not None and not relevant(parts[0], patterns.conda):
-            continue
-        path = f"{meta}/{fname}"
-        label = f"conda record {fname}"
-        try:
-            raw = host.read_bytes(path, limit=_CONDA_LIMIT + 1)
-            if len(raw) > _CONDA_LIMIT:
-                raise ValueError(f"larger than {_CONDA_LIMIT >> 20} MiB")
-            rec = json.loads(raw)
-            if not isinstance(rec, dict):
-                raise ValueError("not a JSON object")
-        except HostError as exc:
-            unknowns.append(Unknown(label, f"{path}: {exc.reason}"))
-            continue
-        except ValueError as exc:
-            unknowns.append(Unknown(label, f"{path}: {exc}"))
-            continue
-        paths = (rec.get("paths_data") or {}).get("paths") if isinstance(rec.get("paths_data"), dict) else None
-        if not isinstance(paths, list):
+        path, label = record.path, f"conda record {record.fname}"
+        paths = record.paths
+        if paths is None:
             continue  # old conda: no per-file hashes recorded, nothing to compare
-        pkg = Package(str(rec.get("name") or parts[0]), str(rec.get("version") or parts[1]), "conda", path)
+        pkg = Package(record.name, record.version, "conda", path)
         malformed = 0
         for item in paths:
             if not isinstance(item, dict) or not isinstance(item.get("_path"), str):

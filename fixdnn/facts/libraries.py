@@ -8,11 +8,11 @@ headers are read; the libraries themselves are opened only for their ELF dynamic
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 
+from fixdnn.facts import condameta
 from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import read_elf
 from fixdnn.model.facts import Distribution, LibraryCopy, TargetInfo, Unknown
@@ -119,25 +119,16 @@ def _owners_conda(host: Host, prefix: str | None) -> dict[str, str]:
     owners: dict[str, str] = {}
     if not prefix:
         return owners
-    meta = f"{prefix.rstrip('/')}/conda-meta"
     try:
-        names = host.listdir(meta)
+        for record in condameta.records(host, prefix, lambda name: bool(_CONDA_PACKAGES.match(name))):
+            if isinstance(record, condameta.RecordError):
+                continue
+            label = f"conda:{record.name} {record.version}"
+            for rel in record.files:
+                if isinstance(rel, str) and family_of(rel.rsplit("/", 1)[-1]):
+                    owners[host.realpath(f"{prefix.rstrip('/')}/{rel}")] = label
     except HostError:
-        return owners
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        parts = name[:-5].rsplit("-", 2)
-        if len(parts) != 3 or not _CONDA_PACKAGES.match(parts[0]):
-            continue
-        try:
-            record = json.loads(host.read_text(f"{meta}/{name}", limit=32 << 20))
-        except (HostError, ValueError):
-            continue
-        label = f"conda:{record.get('name', parts[0])} {record.get('version', parts[1])}"
-        for rel in record.get("files", ()):
-            if isinstance(rel, str) and family_of(rel.rsplit("/", 1)[-1]):
-                owners[host.realpath(f"{prefix.rstrip('/')}/{rel}")] = label
+        pass
     return owners
 
 

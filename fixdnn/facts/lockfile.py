@@ -28,11 +28,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from fixdnn.facts import condameta
 from fixdnn.model.facts import Facts, LockedPackage, LockFacts
 from fixdnn.target.host import Host, HostError
 
 INSTALL_HINT = "conda-lock is not installed: pip install 'fixdnn[conda]'"
-_RECORD_LIMIT = 64 << 20
 _SUBDIRS = {
     ("linux", "x86_64"): "linux-64", ("linux", "amd64"): "linux-64", ("linux", "aarch64"): "linux-aarch64",
     ("linux", "arm64"): "linux-aarch64", ("linux", "ppc64le"): "linux-ppc64le", ("linux", "s390x"): "linux-s390x",
@@ -122,25 +122,19 @@ def _conda_entries(host: Host, prefix: str | None, notes: list[str]) -> tuple[li
     root = conda_prefix(host, prefix)
     if root is None:
         return [], [], set()
-    meta = f"{root}/conda-meta"
-    try:
-        names = sorted(host.listdir(meta))
-    except HostError as exc:
-        raise LockfileError(f"cannot read {meta}: {exc.reason}") from None
     entries: list[Entry] = []
     channels: list[str] = []
     subdirs: set[str] = set()
-    for fname in names:
-        if not fname.endswith(".json"):
+    try:
+        found = list(condameta.records(host, root))
+    except HostError as exc:
+        raise LockfileError(f"cannot read {condameta.meta_dir(root)}: {exc.reason}") from None
+    for rec in found:
+        if isinstance(rec, condameta.RecordError):
+            notes.append(f"not locked: {rec.path} ({rec.reason})")
             continue
-        path = f"{meta}/{fname}"
-        try:
-            record = json.loads(host.read_text(path, limit=_RECORD_LIMIT))
-        except (HostError, ValueError) as exc:
-            notes.append(f"not locked: {path} ({getattr(exc, 'reason', None) or 'not JSON'})")
-            continue
-        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) and record.get(k)
-                                                   for k in ("name", "version", "build")):
+        record, path = rec.data, rec.path
+        if not all(isinstance(record.get(k), str) and record.get(k) for k in ("name", "version", "build")):
             notes.append(f"not locked: {path} (no name, version or build)")
             continue
         name, version, build = record["name"], record["version"], record["build"]
@@ -192,7 +186,7 @@ def _direct_url(host: Host, metadata_dir: str) -> tuple[str | None, str | None]:
 def _pip_depends(requires: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     from packaging.requirements import InvalidRequirement, Requirement
 
-    from fixdnn.facts.distributions import canonical
+    from packaging.utils import canonicalize_name
 
     out: dict[str, str] = {}
     for line in requires:
@@ -202,7 +196,7 @@ def _pip_depends(requires: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
             continue
         if req.marker is not None and "extra" in str(req.marker):
             continue  # only what the plain install pulls in
-        out.setdefault(canonical(req.name), str(req.specifier) or "*")
+        out.setdefault(canonicalize_name(req.name), str(req.specifier) or "*")
     return tuple(out.items())
 
 
@@ -334,7 +328,7 @@ def parse(path: str | Path):
 
 def read(path: str | Path, platform: str | None = None) -> LockFacts:
     """The lockfile's packages for ``platform`` (the target's conda subdir) as plain values."""
-    from fixdnn.facts.distributions import canonical
+    from packaging.utils import canonicalize_name
     from fixdnn.facts.integrity import load_patterns
 
     lockfile = parse(path)
@@ -351,7 +345,7 @@ def read(path: str | Path, platform: str | None = None) -> LockFacts:
         if d.platform != platform or (d.manager == "conda" and d.name.startswith("__")):
             continue
         packages.append(LockedPackage(
-            name=canonical(d.name) if d.manager == "pip" else d.name, manager=d.manager, version=str(d.version),
+            name=canonicalize_name(d.name) if d.manager == "pip" else d.name, manager=d.manager, version=str(d.version),
             build=d.build or None, url=d.url, md5=d.hash.md5, sha256=d.hash.sha256,
             optional="main" not in d.categories))
     patterns = load_patterns()

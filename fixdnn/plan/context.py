@@ -142,7 +142,7 @@ def _is_uv_venv(host, prefix: str | None) -> bool:
 
 def _exact_pins(facts: Facts) -> dict[str, str]:
     """Every exact ``==`` pin the installed frameworks declare (marker-free or Linux), extras included."""
-    from fixdnn.facts.distributions import canonical
+    from packaging.utils import canonicalize_name
 
     fw_dists = {fw.distribution for fw in facts.frameworks}
     out: dict[str, str] = {}
@@ -156,7 +156,7 @@ def _exact_pins(facts: Facts) -> dict[str, str]:
                 continue
             pins = [s.version for s in req.specifier if s.operator == "=="]
             if len(pins) == 1 and "*" not in pins[0]:
-                out.setdefault(canonical(req.name), pins[0])
+                out.setdefault(canonicalize_name(req.name), pins[0])
     return out
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,8 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from packaging.utils import canonicalize_name
+
+from fixdnn.facts import distinfo
 from fixdnn.repair import transaction as txnmod
 from fixdnn.repair.transaction import Interrupted, Transaction, TxnError
+from fixdnn.target.host import Host, HostError
 
 if TYPE_CHECKING:
     from fixdnn.model.actions import Action, Plan
@@ -67,53 +70,42 @@ class Result:
     manual: list[str] = field(default_factory=list)
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 # ------------------------------------------------------------------------------------- installed dists
 
 
 def installed(site_dirs: tuple[str, ...]) -> dict[str, list[Path]]:
-    """Normalised name -> dist-info folders, from the site dirs (first match first)."""
+    """Canonical name -> metadata folders (dist-info, egg-info), from the site dirs (first match first)."""
+    host = Host()
     found: dict[str, list[Path]] = {}
     for site in site_dirs:
         try:
-            entries = sorted(os.listdir(site))
-        except OSError:
+            folders = [f for f in distinfo.scan(host, site) if not isinstance(f, tuple)]
+        except HostError:
             continue
-        for entry in entries:
-            if not entry.endswith(".dist-info"):
-                continue
-            folder = Path(site, entry)
-            name = entry[: -len(".dist-info")].rsplit("-", 1)[0]
-            with contextlib.suppress(OSError):
-                for line in (folder / "METADATA").read_text("utf-8", "replace").splitlines():
-                    if line.lower().startswith("name:"):
-                        name = line.split(":", 1)[1].strip()
-                        break
-                    if not line:
-                        break
-            found.setdefault(_norm(name), []).append(folder)
+        for folder in folders:
+            try:
+                name = distinfo.read_metadata(host, folder.path).canonical
+            except (HostError, distinfo.DistInfoError):  # unreadable METADATA: the folder name still names it
+                name = canonicalize_name(folder.folder.rsplit(".", 1)[0].rsplit("-", 1)[0])
+            found.setdefault(name, []).append(Path(folder.path))
     return found
 
 
 def dist_files(dist_info: Path, prefix: str) -> list[str]:
-    """Every existing file of one distribution: RECORD entries (``../`` allowed, never outside the
-    prefix), their ``__pycache__`` files, and everything inside the dist-info folder."""
-    site = os.path.dirname(os.fspath(dist_info))
+    """Every existing file of one distribution: RECORD (egg-info: installed-files.txt) entries (``../``
+    allowed, never outside the prefix), their ``__pycache__`` files, and everything inside the folder."""
     inside = prefix.rstrip("/") + "/"
     out: dict[str, None] = {}
+    host = Host()
+    folder = os.fspath(dist_info)
+    listed: list[str] = []
     try:
-        text = (dist_info / "RECORD").read_text("utf-8", "surrogateescape")
-    except OSError:
-        text = ""
-    import csv
-
-    for row in csv.reader(text.splitlines()):
-        if not row or not row[0]:
-            continue
-        path = os.path.normpath(os.path.join(site, row[0]))
+        record = distinfo.record_file(folder, set(os.listdir(folder)))
+        if record:
+            listed = distinfo.listed_paths(record, distinfo.read_record(host, record))
+    except (OSError, HostError, distinfo.DistInfoError):
+        listed = []
+    for path in listed:
         if not path.startswith(inside):
             continue
         if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
@@ -278,13 +270,13 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
         if action.kind == "pip-install":
             base = installer_for(action, target, pip_base)
             item.report = dry_run(base, action, workdir)
-            names = [_norm(i["metadata"]["name"]) for i in item.report]
+            names = [canonicalize_name(i["metadata"]["name"]) for i in item.report]
             item.stash_names = [n for n in names if n in present]
             item.needed = sum(_unpacked_size(i) for i in item.report)
             dirs.update(target.site_dirs)
             dirs.add(os.path.join(target.prefix, "bin"))
         elif action.kind == "pip-uninstall":
-            item.stash_names = [_norm(n) for n in action.packages if _norm(n) in present]
+            item.stash_names = [canonicalize_name(n) for n in action.packages if canonicalize_name(n) in present]
             dirs.update(target.site_dirs)
         elif action.kind in ("env-set", "env-unset", "path-prepend", "path-remove"):
             if env_now is None:
@@ -355,7 +347,7 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
     if action.kind in ("pip-install", "pip-uninstall"):
         if action.kind == "pip-install" and fresh_report:
             item.report = dry_run(installer_for(action, target, pip_base), action, txn.folder)
-            names = [_norm(i["metadata"]["name"]) for i in item.report]
+            names = [canonicalize_name(i["metadata"]["name"]) for i in item.report]
             present = installed(target.site_dirs)
             item.stash_names = [n for n in names if n in present]
         present = installed(target.site_dirs)
