@@ -263,8 +263,9 @@ def _report_interrupted() -> None:
                          f"'fixdnn --prefix {shlex.quote(prefix)} rollback'\n")
 
 
-def _target_prefix(opts: dict) -> str:
-    """The environment's folder: --prefix, the active environment, or what the --python interpreter says."""
+def _target_prefix(opts: dict, *, required: bool = True) -> str | None:
+    """The environment's folder: --prefix, the active environment, the project's .venv, or what the
+    --python interpreter says. ``required=False``: None when there is no environment (a bare python3)."""
     from fixdnn.target.interpreter import TargetSpec, choose, probe
 
     host = _host(opts)
@@ -272,7 +273,7 @@ def _target_prefix(opts: dict) -> str:
     if prefix is None and python is not None and opts.get("python"):
         data, _why = probe(host, python)
         prefix = (data or {}).get("prefix")
-    if prefix is None:
+    if prefix is None and required:
         raise UsageError("no environment: activate one, or give --prefix DIR or --python PATH")
     return prefix
 
@@ -495,9 +496,7 @@ def run_command_cli(ctx: typer.Context) -> None:
     if not argv:
         raise UsageError("no command: fixdnn run -- COMMAND [ARGS...]")
     host = _host(opts)
-    prefix = None
-    if opts.get("prefix") or opts.get("python") or host.env("VIRTUAL_ENV") or host.env("CONDA_PREFIX"):
-        prefix = _target_prefix(opts)
+    prefix = _target_prefix(opts, required=False)
     try:
         env, _changes = activated_env(prefix, host.environ)
     except EnvFileError as exc:

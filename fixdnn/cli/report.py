@@ -1,6 +1,8 @@
 """The diagnosis report: one value built from facts and symptoms, rendered as JSON or for a person.
 
 The JSON shape is a contract (``fixdnn.report/1``): keys are only ever added, never renamed or removed.
+Every object is built field by field here, never by dumping an internal dataclass, so renaming a field
+inside fixdnn cannot change what users' scripts read (the schema: ``fixdnn.cli.schemas``).
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fixdnn.base.serial import to_json
 from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import Symptom, has_errors
 
@@ -45,9 +46,16 @@ def _framework_entry(facts: Facts, fw) -> dict:
         "gpu_build": fw.gpu_build,
         "cuda": fw.cuda,
         "cudnn": cudnn,
-        "needs": [to_json(n) for n in fw.needs],
+        "needs": [{"library": n.library, "major": n.major, "minimum": n.minimum, "pin": n.pin, "source": n.source,
+                   "wheel": n.wheel} for n in fw.needs],
         "notes": list(fw.notes),
     }
+
+
+def _library_entry(c) -> dict:
+    return {"family": c.family, "path": c.path, "realpath": c.realpath, "soname": c.soname, "version": c.version,
+            "version_source": c.version_source, "owner": c.owner, "found_in": list(c.found_in), "error": c.error,
+            "aliases": list(c.aliases)}
 
 
 def to_dict(report: Report) -> dict:
@@ -55,16 +63,17 @@ def to_dict(report: Report) -> dict:
     t = facts.target
     out = {
         "schema": REPORT_SCHEMA,
-        "target": {"python": t.python, "python_version": t.python_version, "prefix": t.prefix, "kind": t.kind},
+        "target": {"python": t.python, "python_version": t.python_version, "prefix": t.prefix, "kind": t.kind,
+                   "chosen_because": t.chosen_because},
         "frameworks": [_framework_entry(facts, fw) for fw in facts.frameworks],
-        "libraries": [to_json(c) for c in facts.libraries],
-        "driver": to_json(facts.driver) if facts.driver else None,
+        "libraries": [_library_entry(c) for c in facts.libraries],
+        "driver": {"version": facts.driver.version, "source": facts.driver.source} if facts.driver else None,
         "symptoms": [
             {"code": s.code, "name": s.name, "severity": s.severity, "summary": s.summary, "evidence": s.evidence,
              "chain": list(s.chain), "hint": s.hint}
             for s in report.symptoms
         ],
-        "unknowns": [to_json(u) for u in facts.unknowns],
+        "unknowns": [{"what": u.what, "reason": u.reason} for u in facts.unknowns],
     }
     if report.extra:
         out.update(report.extra)
@@ -83,6 +92,8 @@ def render_text(report: Report, console) -> None:
     t = facts.target
     console.print(f"[bold]fixdnn[/bold] {escape(t.kind)} environment "
                   f"{escape(t.prefix or '?')} (Python {escape(t.python_version or '?')})")
+    if t.chosen_because:
+        console.print(f"[dim]chosen because: {escape(t.chosen_because)}[/dim]")
     if facts.frameworks:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("framework")

@@ -65,6 +65,7 @@ class TargetInfo:
     sys_path_origins: tuple[str, ...] = ()  # why each entry is there: cwd | pythonpath | user-site | site | stdlib | pth
     cwd: str = "/"
     has_pip: bool | None = None
+    chosen_because: str = ""  # why this environment was the target (--python, VIRTUAL_ENV, the project's .venv...)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ command's (128+N when a signal N killed it, as a shell reports it).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections import deque
@@ -29,7 +30,11 @@ class RunOutcome:
 
 
 def activated_env(prefix: str | None, environ: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
-    """(environment with the repairs applied, one line per operation). Raises EnvFileError for a bad file."""
+    """(environment with the repairs applied, one line per operation). Raises EnvFileError for a bad file.
+
+    Like ``conda run -p`` and ``uv run``, the environment's ``bin/`` comes first on ``PATH`` (and
+    ``VIRTUAL_ENV`` / ``CONDA_PREFIX`` name it, ``PYTHONHOME`` goes, as activation does), so
+    ``fixdnn --python env/bin/python run -- python ...`` runs that environment's python."""
     env = dict(environ)
     if not prefix:
         return env, ()
@@ -37,14 +42,36 @@ def activated_env(prefix: str | None, environ: Mapping[str, str]) -> tuple[dict[
 
     ops = EnvFile.load(EnvFile.path_for(prefix)).ops
     lines = tuple(f"{op.op} {op.name}" + (f" {op.value}" if op.value is not None else "") for op in ops)
-    return apply_ops(env, ops), lines
+    env = apply_ops(env, ops)
+    base = prefix.rstrip("/") or "/"
+    bindir = f"{base.rstrip('/')}/bin"
+    rest = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != bindir]
+    env["PATH"] = os.pathsep.join([bindir] + rest)
+    lines += (f"path-prepend PATH {bindir}",)
+    if os.path.isfile(f"{base}/pyvenv.cfg"):
+        env["VIRTUAL_ENV"] = base
+    elif os.path.isdir(f"{base}/conda-meta"):
+        env["CONDA_PREFIX"] = base
+    env.pop("PYTHONHOME", None)
+    return env, lines
+
+
+def resolve(command: str, env: Mapping[str, str]) -> str | None:
+    """The file ``command`` names, searched on the command's own ``PATH`` (the environment's bin/ first)."""
+    if "/" in command:
+        return command
+    return shutil.which(command, path=env.get("PATH", os.defpath))
 
 
 def run_command(argv: Sequence[str], env: Mapping[str, str], *, sink: Callable[[bytes], None],
                 tail_bytes: int = TAIL_BYTES) -> RunOutcome:
     """Run ``argv``; every stderr chunk goes to ``sink`` as it arrives; the last ``tail_bytes`` are kept."""
+    exe = resolve(argv[0], env)
+    if exe is None:
+        return RunOutcome(127, None, "", error=f"{argv[0]}: command not found (searched the environment's bin/, "
+                                               "then PATH)")
     try:
-        proc = subprocess.Popen(list(argv), env=dict(env), stderr=subprocess.PIPE)
+        proc = subprocess.Popen([exe, *argv[1:]], env=dict(env), stderr=subprocess.PIPE)
     except OSError as exc:
         code = 127 if isinstance(exc, FileNotFoundError) else 126
         return RunOutcome(code, None, "", error=f"{argv[0]}: {exc.strerror or exc}")
@@ -76,4 +103,4 @@ def run_command(argv: Sequence[str], env: Mapping[str, str], *, sink: Callable[[
     return RunOutcome(code, None, text)
 
 
-__all__ = ["RunOutcome", "activated_env", "run_command"]
+__all__ = ["RunOutcome", "activated_env", "resolve", "run_command"]

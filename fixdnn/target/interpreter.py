@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 
 from fixdnn.model.facts import TargetInfo, Unknown
@@ -58,8 +58,38 @@ def _kind_of(host: Host, prefix: str | None) -> str:
     return "system"
 
 
-def choose(host: Host, spec: TargetSpec) -> tuple[str | None, str | None]:
-    """(interpreter, prefix) for the spec; the interpreter may be None (files only)."""
+@dataclass(frozen=True)
+class Choice:
+    """The environment fixdnn will look at, and why that one (said in every report)."""
+
+    python: str | None  # None: read from files only
+    prefix: str | None
+    reason: str
+
+
+def project_venv(host: Host, start: str) -> str | None:
+    """The project's virtual environment as uv finds it: walking up from ``start``, a folder that is
+    itself a venv (has ``pyvenv.cfg``: we are inside it), else its ``.venv``. A ``.venv`` without
+    ``pyvenv.cfg`` stops the walk with an error, as in uv: it is not silently skipped for a parent's."""
+    here = start.rstrip("/") or "/"
+    while True:
+        if host.is_file(f"{here.rstrip('/')}/pyvenv.cfg"):
+            return here
+        dot = f"{here.rstrip('/')}/.venv"
+        if host.is_dir(dot):
+            if not host.is_file(dot + "/pyvenv.cfg"):
+                raise TargetError(f"{dot}: a .venv folder without pyvenv.cfg is not a virtual environment; "
+                                  "recreate it or give --python PATH / --prefix DIR")
+            return dot
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+def choose_target(host: Host, spec: TargetSpec, cwd: str | None = None) -> Choice:
+    """Which environment: --python, --prefix, the active venv / conda env, the project's .venv (from
+    ``cwd`` up), else the python3 on PATH. The interpreter may be None (files only)."""
     if spec.python:
         python = spec.python
         if "/" not in python:
@@ -71,24 +101,38 @@ def choose(host: Host, spec: TargetSpec) -> tuple[str | None, str | None]:
             raise TargetError(f"--python {python}: no such file; give the path of the target's interpreter")
         if not host.is_file(python):
             raise TargetError(f"--python {python}: not a file; give the path of the target's interpreter")
-        return python, spec.prefix
+        return Choice(python, spec.prefix, f"--python {spec.python}")
     if spec.prefix:
         if not host.is_dir(spec.prefix):
             raise TargetError(f"--prefix {spec.prefix}: not a directory; give the environment's root folder")
         if not _looks_like_environment(host, spec.prefix):
             raise TargetError(f"--prefix {spec.prefix}: not a Python environment (no pyvenv.cfg, conda-meta, "
                               "bin/python or lib/python3*/site-packages); give the environment's root folder")
-        return (_python_in(host, spec.prefix) if host.root is None else None), spec.prefix
+        return Choice(_python_in(host, spec.prefix) if host.root is None else None, spec.prefix,
+                      f"--prefix {spec.prefix}")
     if host.root is not None:
-        return None, None
-    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        return Choice(None, None, f"--root {host.root}: the files of the image")
+    for var, what in (("VIRTUAL_ENV", "an activated venv"), ("CONDA_PREFIX", "an activated conda environment")):
         prefix = host.env(var)
         if prefix and host.is_dir(prefix):
-            return _python_in(host, prefix), prefix
+            return Choice(_python_in(host, prefix), prefix, f"{var} is set ({what})")
+    here = cwd if cwd is not None else os.getcwd()
+    venv = project_venv(host, here)
+    if venv is not None:
+        where = "the current folder" if venv in (here, f"{here.rstrip('/')}/.venv") else "a parent folder"
+        return Choice(_python_in(host, venv), venv,
+                      f"no environment is active; the project's virtual environment in {where} (as uv finds it)")
     found = shutil.which("python3", path=host.env("PATH", os.defpath))
     if found is None:
-        raise TargetError("no active environment and no python3 on PATH; use --python PATH or --prefix DIR")
-    return found, None
+        raise TargetError("no active environment, no .venv here or above, and no python3 on PATH; "
+                          "use --python PATH or --prefix DIR")
+    return Choice(found, None, "no environment is active and no .venv here or above: the python3 on PATH")
+
+
+def choose(host: Host, spec: TargetSpec) -> tuple[str | None, str | None]:
+    """(interpreter, prefix) for the spec; see :func:`choose_target`."""
+    got = choose_target(host, spec)
+    return got.python, got.prefix
 
 
 _SLOW = "did not answer within"  # the timeout reason, which discover() tells from a non-Python file
@@ -156,7 +200,12 @@ def _from_files(host: Host, prefix: str | None, python: str | None, why: str | N
 
 
 def discover(host: Host, spec: TargetSpec) -> tuple[TargetInfo, list[Unknown]]:
-    python, prefix = choose(host, spec)
+    got = choose_target(host, spec)
+    info, unknowns = _discover(host, spec, got.python, got.prefix)
+    return replace(info, chosen_because=got.reason), unknowns
+
+
+def _discover(host: Host, spec: TargetSpec, python: str | None, prefix: str | None) -> tuple[TargetInfo, list[Unknown]]:
     if python is None:
         return _from_files(host, prefix, None, None if host.root else "no interpreter in the prefix")
     data, why = probe(host, python)

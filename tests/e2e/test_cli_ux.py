@@ -101,3 +101,55 @@ def test_bash_completion_completes_commands_and_options_after_them(tmp_path, env
     out = subprocess.run(["bash", "--norc", "-c", probe], capture_output=True, text=True,
                          env={**environ, "PATH": f"{bindir}:{environ['PATH']}"}, timeout=60)
     assert out.stdout.splitlines() == ["verify", "--python"], out.stderr
+
+
+# -- which environment, and why ------------------------------------------------------------------------
+def test_project_venv_is_found_from_a_subfolder_as_uv_does(tmp_path, environ):
+    project = tmp_path / "project"
+    env = EnvBuilder(project / ".venv")
+    env.add_torch("2.13.0+cpu", cuda=None)
+    deep = project / "src" / "pkg"
+    deep.mkdir(parents=True)
+    proc = fixdnn(["--json"], environ, cwd=deep)
+    assert proc.returncode == 0, proc.stderr
+    target = json.loads(proc.stdout)["target"]
+    assert target["prefix"] == str(project / ".venv") and target["kind"] == "venv"
+    assert "project's virtual environment in a parent folder" in target["chosen_because"]
+    text = fixdnn([], environ, cwd=project)
+    assert "torch 2.13.0+cpu" in text.stdout
+    assert "chosen because: no environment is active; the project's virtual environment in the current folder" \
+        in text.stdout
+
+
+def test_an_active_environment_wins_over_the_project_venv(tmp_path, environ):
+    project = tmp_path / "project"
+    EnvBuilder(project / ".venv")
+    other = EnvBuilder(tmp_path / "active")
+    proc = fixdnn(["--json"], {**environ, "VIRTUAL_ENV": str(other.prefix)}, cwd=project)
+    target = json.loads(proc.stdout)["target"]
+    assert target["prefix"] == str(other.prefix) and target["chosen_because"].startswith("VIRTUAL_ENV is set")
+    proc = fixdnn(["--json", "--python", str(other.python)], environ, cwd=project)
+    assert json.loads(proc.stdout)["target"]["chosen_because"] == f"--python {other.python}"
+
+
+def test_a_dot_venv_that_is_not_a_venv_is_a_usage_error(tmp_path, environ):
+    (tmp_path / "project" / ".venv").mkdir(parents=True)
+    proc = fixdnn([], environ, cwd=tmp_path / "project")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"fixdnn: {tmp_path}/project/.venv: a .venv folder without pyvenv.cfg")
+
+
+def test_run_resolves_the_command_in_the_target_environment_first(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv")
+    code = "import sys, os; print(sys.prefix); print(os.environ['VIRTUAL_ENV'])"
+    # PATH holds another python3/python, but the target's bin/ comes first (as conda run -p / uv run)
+    proc = fixdnn(["--python", str(env.python), "run", "--", "python", "-c", code], environ, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(env.prefix), str(env.prefix)]
+    # a project .venv serves run as it serves diagnosis
+    project = tmp_path / "project"
+    dot = EnvBuilder(project / ".venv")
+    proc = fixdnn(["run", "python", "-c", "import sys; print(sys.prefix)"], environ, cwd=project)
+    assert proc.stdout.strip() == str(dot.prefix), proc.stderr
+    missing = fixdnn(["--python", str(env.python), "run", "--", "no-such-tool-xyz"], environ)
+    assert missing.returncode == 127 and "no-such-tool-xyz: command not found" in missing.stderr

@@ -17,6 +17,7 @@ FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 def _prefix(tmp_path, ops=()):
     prefix = tmp_path / "env 'q' $x ü"
     (prefix / "bin").mkdir(parents=True)
+    (prefix / "pyvenv.cfg").write_text("home = /usr/bin\n")  # a venv: --prefix must name an environment
     path = EnvFile.path_for(prefix)
     path.parent.mkdir(parents=True, exist_ok=True)
     EnvFile(tuple(ops)).dump(path)
@@ -69,7 +70,8 @@ def test_signal_and_missing_command(tmp_path):
     assert proc.returncode == 128 + signal.SIGABRT
     assert "E21" in proc.stderr
     missing = _run(["--prefix", str(prefix), "run", "--", "no-such-command-xyz", "--flag"], tmp_path)
-    assert missing.returncode == 127 and missing.stderr.strip() == "fixdnn: no-such-command-xyz: No such file or directory"
+    assert missing.returncode == 127 and missing.stderr.strip() == \
+        "fixdnn: no-such-command-xyz: command not found (searched the environment's bin/, then PATH)"
     empty = _run(["--prefix", str(prefix), "run"], tmp_path)
     assert empty.returncode == 2 and "no command" in empty.stderr
 
