@@ -21,10 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
+
+from fixdnn.base.atomic import write_atomic  # noqa: F401 - the one atomic write, also reached from here
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -77,25 +77,3 @@ def target_of(folder: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and a rename, so a
-    reader sees the old content or the new one, never half of it. ``data`` may be a function that writes
-    to the open file (to stream large content instead of building it in memory). Raises OSError."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if callable(data):
-                data(fh)
-            else:
-                fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -103,7 +103,7 @@ def _load(path: Path) -> dict[str, list]:
 
 
 def _save(path: Path, files: dict[str, list]) -> None:
-    from fixdnn.base.state import write_atomic
+    from fixdnn.base.atomic import write_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -232,7 +232,7 @@ class Cache:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        from fixdnn.base.state import write_atomic
+        from fixdnn.base.atomic import write_atomic
 
         try:
             write_atomic(self.path, json.dumps({"schema": CACHE_SCHEMA, "files": self.entries},

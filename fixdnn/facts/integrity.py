@@ -339,7 +339,7 @@ def _load_all(path: Path | None) -> tuple[dict[str, list], dict[str, dict]]:
 
 
 def save_cache(path: Path, files: dict[str, list], clean: dict[str, dict] | None = None) -> None:
-    from fixdnn.base.state import write_atomic
+    from fixdnn.base.atomic import write_atomic
 
     def stream(fh) -> None:  # one entry per installed file: streamed, never built as one string
         text = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", write_through=True)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 from packaging.utils import canonicalize_name
 
+from fixdnn.base.atomic import write_atomic
 from fixdnn.facts import distinfo
 from fixdnn.repair import transaction as txnmod
 from fixdnn.repair.transaction import Interrupted, Transaction, TxnError
@@ -397,13 +398,7 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
         txnmod._hook(f"{step}:intent")
         txnmod.fail_write_hook(step)
         if action.kind == "write-file":
-            path = Path(action.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.fixdnn-tmp")
-            tmp.write_bytes((action.content or "").encode("utf-8", "surrogateescape"))
-            if path.exists():
-                os.chmod(tmp, path.stat().st_mode & 0o7777)
-            os.replace(tmp, path)
+            write_atomic(action.path, action.content or "", make_parents=True)
         else:
             install(target.prefix, item.env_file)
         txn.append({"op": "done", "step": step})

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fixdnn.base import state
+from fixdnn.base.atomic import fsync_dir, write_atomic
 
 STASH_IN_PREFIX = ".fixdnn-stash"
 TERMINAL = ("applied", "rolled-back", "failed-and-rolled-back")
@@ -83,22 +84,6 @@ def env_state(prefix: str | os.PathLike[str], *, create: bool = True) -> Path:
     return folder
 
 
-def _fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _dump(obj: Any) -> bytes:
@@ -341,11 +326,11 @@ class Transaction:
                 break
             except FileExistsError:  # pragma: no cover - same microsecond, same pid, same random
                 continue
-        _fsync_dir(txn_dir)
+        fsync_dir(txn_dir)
         same_fs = os.stat(folder).st_dev == os.stat(prefix).st_dev
         stash_root = folder / "stash" if same_fs else Path(prefix, STASH_IN_PREFIX, folder.name)
         txn = cls(prefix, folder, stash_root)
-        _write_durable(folder / "OPEN", b"")
+        write_atomic(folder / "OPEN", b"")
         txn.append({"op": "begin", "prefix": prefix, "stash": str(stash_root), "time": time.time(), **info})
         _hook("0:begin")
         return txn
@@ -371,7 +356,7 @@ class Transaction:
         self.append({"op": "end", "outcome": outcome, "reason": reason, "time": time.time()})
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.folder / "OPEN")
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         self.close()
 
     def exclude(self) -> tuple[str, ...]:
@@ -380,7 +365,7 @@ class Transaction:
 
     # ------------------------------------------------------------------ step helpers
     def write_json(self, name: str, obj: Any) -> str:
-        _write_durable(self.folder / name, _dump(obj))
+        write_atomic(self.folder / name, _dump(obj))
         return name
 
     def read_json(self, name: str) -> Any:
@@ -410,7 +395,7 @@ class Transaction:
         os.makedirs(folder, exist_ok=True)
         for orig, dest in manifest["moves"]:
             os.rename(orig, dest)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         # Folders the stash emptied go too, as pip's uninstall does (an empty dist-info confuses tools).
         for folder_path in sorted(manifest["dirs"], key=lambda p: p.count("/"), reverse=True):
             with contextlib.suppress(OSError):
@@ -436,7 +421,7 @@ class Transaction:
                 while not os.path.exists(parent) and parent not in created_dirs:
                     created_dirs.append(parent)
                     parent = os.path.dirname(parent)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return self.write_json(f"step-{step}.backup.json", {"files": entries, "created_dirs": created_dirs})
 
     # ------------------------------------------------------------------ undo

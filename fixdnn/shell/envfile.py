@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fixdnn.base.atomic import write_atomic
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -169,8 +171,7 @@ class EnvFile:
         return "\n".join(lines) + "\n"
 
     def dump(self, path: str | os.PathLike[str]) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(self.dumps(), encoding="utf-8")
+        write_atomic(path, self.dumps(), make_parents=True)  # a crash never leaves half an env.toml
 
 
 def toml_string(text: str) -> str:

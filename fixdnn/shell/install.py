@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fixdnn.base.atomic import write_atomic
 from fixdnn.shell.envfile import EnvFile, EnvFileError
 from fixdnn.shell.render import prefix_key, render_fish, render_posix
 
@@ -161,15 +162,6 @@ def planned_writes(prefix: str | os.PathLike[str], env: EnvFile | None = None) -
     return [path for path, _ in planned_changes(prefix, env)]
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.fixdnn-tmp")
-    tmp.write_bytes(text.encode("utf-8", "surrogateescape"))
-    if path.exists():
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-    os.replace(tmp, path)
-
-
 def install(prefix: str | os.PathLike[str], env: EnvFile | None = None) -> list[Path]:
     """Render the env file (writing ``env`` to env.toml first when given) and hook activation.
 
@@ -177,7 +169,7 @@ def install(prefix: str | os.PathLike[str], env: EnvFile | None = None) -> list[
     """
     changes = planned_changes(prefix, env)
     for path, text in changes:
-        _write(path, text)
+        write_atomic(path, text, make_parents=True)
     return [path for path, _ in changes]
 
 
@@ -189,7 +181,7 @@ def uninstall(prefix: str | os.PathLike[str]) -> list[Path]:
         path = prefix / name
         text = _read(path)
         if text is not None and strip_block(text) != text:
-            _write(path, strip_block(text))
+            write_atomic(path, strip_block(text))
             touched.append(path)
     rendered = [prefix / "etc/fixdnn/env.sh", prefix / "etc/fixdnn/env.fish"]
     rendered += [prefix / "etc/conda" / folder / f"fixdnn.{ext}" for folder, ext in _CONDA]
