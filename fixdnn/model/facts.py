@@ -138,6 +138,36 @@ class LoadOutcome:
 
 
 @dataclass(frozen=True)
+class LinkCheck:
+    """One binding between two DNN / CUDA libraries that would load, checked as glibc checks it: every
+    version the requester needs (DT_VERNEED) is defined by the provider (DT_VERDEF), and every undefined
+    versioned symbol is defined there at that version (all are bound at load: Python loads with RTLD_NOW)."""
+
+    requester: str
+    soname: str  # the DT_NEEDED entry
+    provider: str | None  # the file the loader model maps for it; None when it is not found (reported elsewhere)
+    frameworks: tuple[str, ...] = ()  # whose load reaches this binding
+    missing_versions: tuple[str, ...] = ()
+    missing_symbols: tuple[str, ...] = ()  # "symbol@version", the first few
+    missing_count: int = 0  # all missing symbols, however many
+    unknown: str | None = None  # why the binding could not be checked
+    requester_owner: str | None = None  # "nvidia-cusparse-cu12 12.5.10.65": the distribution that installed it
+    provider_owner: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.missing_versions or self.missing_count)
+
+    def loader_message(self) -> str:
+        """What ld.so says when this binding fails (dl-version.c / dl-lookup.c wording)."""
+        if self.missing_versions:
+            return (f"{self.provider}: version `{self.missing_versions[0]}' not found "
+                    f"(required by {self.requester})")
+        symbol, _, version = self.missing_symbols[0].partition("@")
+        return f"{self.requester}: undefined symbol: {symbol}, version {version}"
+
+
+@dataclass(frozen=True)
 class BadFile:
     """One file of an installed package that differs from what its installer recorded."""
 
@@ -178,6 +208,7 @@ class Facts:
     integrity: tuple[InstallCheck, ...] = ()  # packages verified file by file (install-corrupted)
     lock: LockFacts | None = None  # the lockfile given with --lock (lockfile-drift), read by fixdnn.facts.lockfile
     gpu: GpuFacts | None = None  # GPUs, the user-space driver, compiled kernels (fixdnn.facts.gpu)
+    links: tuple[LinkCheck, ...] = ()  # symbol-version bindings between the DNN / CUDA libraries that would load
 
     def distribution(self, name: str) -> Distribution | None:
         for dist in self.distributions:
