@@ -41,7 +41,7 @@ class FileCache:
             self.entries = data["entries"]
 
     def _memo_key(self, key: str) -> tuple[str, str]:
-        return (str(self.path), key)
+        return (f"{self.path}\0{self.schema}", key)
 
     def get(self, key: str, ident: list) -> Any | None:
         """The stored answer for ``key`` when it was made from files of this identity, else None."""

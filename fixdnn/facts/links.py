@@ -13,12 +13,14 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from fixdnn.base.filecache import FileCache, identity
+from fixdnn.base.serial import from_json, to_json
 from fixdnn.facts import elfsyms
 from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import read_elf
 from fixdnn.facts.loader import LoaderEnv, resolve
 from fixdnn.model.facts import Distribution, Framework, LinkCheck, LoadOutcome
-from fixdnn.target.host import Host
+from fixdnn.target.host import Host, HostError
 
 # The libraries of the CUDA toolkit wheels and cuDNN (libcudnn*, libcublas*, libcusparse*, libnvJitLink*, ...).
 _DNN_LIBRARY = re.compile(r"^lib(cu[a-zA-Z]*|nv[a-zA-Z]+|cudnn[a-z_]*)\.so(\.\d+)*$")
@@ -29,6 +31,31 @@ SHOWN_SYMBOLS = 5
 def is_dnn_library(soname: str) -> bool:
     # libcuda.so.1 is the driver: bound to whatever the machine has, not a wheel of the environment.
     return bool(_DNN_LIBRARY.match(soname)) and not soname.startswith("libcuda.so")
+
+
+CACHE_NAME = "links-cache.json"
+CACHE_SCHEMA = "fixdnn.links-cache/1"
+
+
+def cached_binding(host: Host, requester: str, soname: str, provider: str, cache: FileCache | None) -> LinkCheck:
+    """:func:`check_binding`, answered from ``cache`` while neither file changed."""
+    if cache is None:
+        return check_binding(host, requester, soname, provider)
+    try:
+        ident = identity(host.stat(requester)) + identity(host.stat(provider))
+    except HostError:
+        return check_binding(host, requester, soname, provider)
+    key = f"{requester}\0{soname}\0{provider}"
+    hit = cache.get(key, ident)
+    if hit is not None:
+        try:
+            return from_json(LinkCheck, hit)
+        except (ValueError, TypeError):
+            pass  # a damaged entry is a miss
+    found = check_binding(host, requester, soname, provider)
+    if found.unknown is None:
+        cache.put(key, ident, to_json(found))
+    return found
 
 
 def check_binding(host: Host, requester: str, soname: str, provider: str) -> LinkCheck:
@@ -54,7 +81,7 @@ def check_binding(host: Host, requester: str, soname: str, provider: str) -> Lin
 
 
 def gather(host: Host, frameworks: tuple[Framework, ...], outcomes: tuple[LoadOutcome, ...], env: LoaderEnv,
-           distributions: tuple[Distribution, ...] = ()) -> tuple[LinkCheck, ...]:
+           distributions: tuple[Distribution, ...] = (), cache: FileCache | None = None) -> tuple[LinkCheck, ...]:
     """Every edge between DNN / CUDA libraries reachable from what each framework would load (its own
     library that asks for them, and each library the loader model resolved), checked once."""
     checks: dict[tuple[str, str], LinkCheck] = {}
@@ -86,7 +113,7 @@ def gather(host: Host, frameworks: tuple[Framework, ...], outcomes: tuple[LoadOu
                 users.setdefault(key, set()).add(framework)
                 if key not in checks:
                     res = resolve(host, soname, [elf], fw_env)
-                    checks[key] = (check_binding(host, path, soname, res.path) if res.path
+                    checks[key] = (cached_binding(host, path, soname, res.path, cache) if res.path
                                    else LinkCheck(path, soname, None))
                 if checks[key].provider:
                     todo.append((checks[key].provider, depth + 1))
