@@ -2,6 +2,8 @@
 
 For a name without '/', ``_dl_map_object`` (elf/dl-load.c) searches, stopping at the first usable file:
 
+0. (once, at start) every LD_PRELOAD entry is mapped first, searched as if the main program asked
+   for it: it is then "already loaded" for every later request of its name or SONAME;
 1. objects already loaded, matched by the requested name or their DT_SONAME (and, once a file is found
    on disk, by device/inode: the same file under another name is not mapped twice);
 2. DT_RPATH of the requesting object, then of the object that loaded it, and on up to the root — only
@@ -37,7 +39,7 @@ import re
 import struct
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fixdnn.facts.elf import ElfInfo, read_elf
 from fixdnn.facts.ldcache import flags_match, read_ld_cache
@@ -75,10 +77,16 @@ class LoaderEnv:
     ld_cache: tuple = ()  # CacheEntry tuples (soname, path, flags) in file order
     default_dirs: tuple[str, ...] = MULTIARCH_DEFAULT_DIRS
     preloaded: Mapping[str, str] = field(default_factory=dict)  # soname -> path already in the process
+    preload_labels: Mapping[str, str] = field(default_factory=dict)  # path -> "LD_PRELOAD[i]" that put it there
     executable: ElfInfo | None = None  # the main program: its DT_RPATH is searched last in step 2
     lib: str = "lib/x86_64-linux-gnu"  # $LIB (Debian multiarch; "lib64" on Fedora/RHEL)
     platform: str = "x86_64"  # $PLATFORM: ld.so's dl_platform (may be "haswell", not the kernel's AT_PLATFORM)
     hwcaps_subdirs: tuple[str, ...] = ()  # e.g. ("glibc-hwcaps/x86-64-v3", ...) tried before each dir
+
+    @staticmethod
+    def split_ld_preload(value: str | None) -> tuple[str, ...]:
+        """ld.so splits LD_PRELOAD on spaces *and* colons and skips empty elements (rtld.c)."""
+        return tuple(p for p in re.split("[ :]", value or "") if p)
 
     @staticmethod
     def split_ld_library_path(value: str | None) -> tuple[str, ...]:
@@ -160,7 +168,7 @@ def loader_env_from_host(host: Host, *, cwd: str | None = None, executable: str 
         hwcaps = tuple(f"glibc-hwcaps/{d}" for i, d in enumerate(levels) if active & (1 << i))
         ld_so = diag.get("path.rtld", _LD_SO[0])
         hwcaps += _legacy_hwcaps(host, host.run([ld_so, "--help"], timeout=10, env={}).stdout)
-    return LoaderEnv(
+    env = LoaderEnv(
         ld_library_path=LoaderEnv.split_ld_library_path(host.env("LD_LIBRARY_PATH")),
         cwd=cwd or (os.getcwd() if host.root is None else "/"),
         ld_cache=read_ld_cache(host).entries,
@@ -170,6 +178,31 @@ def loader_env_from_host(host: Host, *, cwd: str | None = None, executable: str 
         platform=diag.get("dl_platform") or "x86_64",
         hwcaps_subdirs=hwcaps,
     )
+    return with_ld_preload(host, env, LoaderEnv.split_ld_preload(host.env("LD_PRELOAD")))
+
+
+def with_ld_preload(host: Host, env: LoaderEnv, entries: Sequence[str]) -> LoaderEnv:
+    """The process after ld.so mapped LD_PRELOAD: each entry is loaded before the program's own
+    dependencies, as if the main program asked for it (a name without '/' is searched like a DT_NEEDED of
+    the program), and its SONAME then answers every later DT_NEEDED and dlopen() of that name. An entry
+    that cannot be loaded is ignored (ld.so prints "cannot be preloaded ... ignored")."""
+    loaded = dict(env.preloaded)
+    labels = dict(env.preload_labels)
+    for index, entry in enumerate(entries):
+        res = resolve(host, entry, [], replace(env, preloaded=loaded))
+        if res.path is None:
+            continue
+        labels.setdefault(res.path, f"LD_PRELOAD[{index}]")
+        loaded.setdefault(entry, res.path)
+        soname = read_elf(host, res.path).soname
+        if soname:
+            loaded.setdefault(soname, res.path)
+    for path, label in list(labels.items()):  # then their own DT_NEEDED, before any dlopen() of the program
+        if label.startswith("LD_PRELOAD"):
+            for name, dep in resolve_tree(host, path, replace(env, preloaded=loaded)).items():
+                if dep.path is not None:
+                    loaded.setdefault(name, dep.path)
+    return replace(env, preloaded=loaded, preload_labels=labels)
 
 
 # -- $ORIGIN and friends -----------------------------------------------------------------------------
@@ -376,7 +409,9 @@ def resolve(host: Host, soname: str, requester_chain: Sequence[ElfInfo], env: Lo
 
     for loaded_name, loaded_path in env.preloaded.items():
         if soname in (loaded_name, loaded_path):
-            s.add("already-loaded", None, "found", f"already loaded as {loaded_name}: {loaded_path}")
+            by = env.preload_labels.get(loaded_path)
+            s.add("already-loaded", None, "found", f"already loaded as {loaded_name}: {loaded_path}"
+                  + (f" (forced in by {by})" if by else ""))
             return Resolution(soname, req_name, loaded_path, "already-loaded", tuple(s.steps))
 
     if "/" in soname:
@@ -494,6 +529,4 @@ def resolve_tree(
 
 
 def _with_preloaded(env: LoaderEnv, loaded: Mapping[str, str]) -> LoaderEnv:
-    from dataclasses import replace
-
     return replace(env, preloaded=dict(loaded))

@@ -107,6 +107,13 @@ def gather(host: Host, target: TargetInfo, frameworks: tuple[Framework, ...], re
         for need in fw.needs:
             soname = soname_of(need.library, need.major)
             path, notes = _python_preload(host, target, fw, need.library, need.major, requires.get(fw.distribution, ()))
+            forced = env.preloaded.get(soname)
+            if forced is not None and forced in env.preload_labels:
+                # LD_PRELOAD came first: a framework's own preload by full path maps a second copy that no
+                # later DT_NEEDED or dlopen() of the SONAME binds to.
+                notes = (f"{env.preload_labels[forced]} = {forced}: mapped before anything else, so it answers "
+                         f"{soname} for every later load",) + notes
+                path = None
             fw_env = replace(env, preloaded={**env.preloaded, soname: path}) if path else env
             res = resolve(host, soname, chain, fw_env)
             outcomes.append(LoadOutcome(fw.name, need.library, soname, res.path, res, notes))

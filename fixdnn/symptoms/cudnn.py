@@ -109,10 +109,17 @@ def cudnn_version_mismatch(facts: Facts, compat):
         copy = facts.copy_at(outcome.path)
         if copy is None or copy.error is not None or satisfies(copy.version, need) is not False:
             continue
+        shadow = _shadow(facts, fw, need, outcome)
+        shadow = shadow if shadow and shadow["expected_satisfies"] else None  # its own good copy is installed
         yield cudnn_version_mismatch.spec.make(
-            f"{fw.name} {fw.version} needs {_need_text(need)} but would load cuDNN {copy.version} from {copy.path}",
+            f"{fw.name} {fw.version} needs {_need_text(need)} but would load cuDNN {copy.version} from {copy.path}"
+            + (f", shadowing its own {shadow['expected']['path']} (via {shadow['via']})" if shadow else ""),
             {"framework": fw.name, "needs": {"major": need.major, "minimum": need.minimum, "pin": need.pin},
-             "loaded": _copy_evidence(copy), "usable_copies": [_copy_evidence(c) for c in _usable_copies(facts, need)]},
+             "loaded": _copy_evidence(copy), "usable_copies": [_copy_evidence(c) for c in _usable_copies(facts, need)],
+             # set when the framework's own satisfying copy is installed and only shadowed: the fix is to
+             # remove the shadow, not to reinstall what is there (remedies check it)
+             "shadowed_by": shadow["via"] if shadow else None, "entry": shadow["entry"] if shadow else None,
+             "shadowing_dir": shadow["shadowing_dir"] if shadow else None},
             chain=chain_of(outcome) + (f"{copy.path}: cuDNN {copy.version} ({copy.version_source})",),
             hint=f"install {need.pin}" if need.pin else f"make a cuDNN {_need_text(need)} the first one found")
 
@@ -147,13 +154,17 @@ def cudnn_version_unknown(facts: Facts, compat):
 def cudnn_pin_mismatch(facts: Facts, compat):
     """The framework declares an exact cuDNN wheel (``nvidia-cudnn-cu13==9.24.0.43``) and another version of
     that wheel is installed. It may work, but it is not the combination the framework was tested with."""
-    for fw, need, _ in cudnn_needs(facts):
+    for fw, need, outcome in cudnn_needs(facts):
         if not need.pin or "==" not in need.pin:
             continue
+        shadow = _shadow(facts, fw, need, outcome) if outcome is not None and outcome.path else None
+        if shadow and shadow["expected_satisfies"]:
+            continue  # its own good copy is installed behind another install: that is cudnn-shadowed
         name, pinned = need.pin.split("==", 1)
-        dist = facts.distribution(name)
-        if dist is None or dist.version == pinned:
-            continue
+        installs = [d for d in facts.distributions if d.name == name]
+        if not installs or any(d.version == pinned for d in installs):
+            continue  # the pinned one is installed; another install in front of it is cudnn-shadowed
+        dist = installs[0]
         yield cudnn_pin_mismatch.spec.make(
             f"{fw.name} {fw.version} pins {need.pin} but {name} {dist.version} is installed",
             {"framework": fw.name, "distribution": name, "pinned": pinned, "installed": dist.version,
@@ -162,21 +173,25 @@ def cudnn_pin_mismatch(facts: Facts, compat):
             hint=f"pip install {need.pin}")
 
 
-def _pinned_copy(facts: Facts, need: Need) -> LibraryCopy | None:
-    """The cuDNN shim owned by the wheel the framework depends on, if it is installed."""
-    names = []
-    if need.pin:
-        names.append(need.pin.split("==", 1)[0])
-    names += [d.name for d in facts.distributions if d.name.startswith("nvidia-cudnn-cu")]
-    for name in names:
-        dist = facts.distribution(name)
-        if dist is None:
-            continue
-        for c in facts.copies("cudnn"):
-            if c.owner and c.owner.split(" ")[0] == f"pip:{name}" and version_tuple(c.version) and \
-                    version_tuple(c.version)[0] == need.major:
-                return c
-    return None
+def _expected_copy(facts: Facts, fw: Framework, need: Need, loaded: LibraryCopy) -> LibraryCopy | None:
+    """The framework's own cuDNN, other than the one that loads: a copy owned by the wheel it depends on
+    (any ``nvidia-cudnn-cu*`` when it names none), or the ``nvidia/cudnn/lib`` in the framework's own site
+    directory (a second install of the same wheel earlier on sys.path, ``pip install --target DIR`` on
+    PYTHONPATH, hides the site-packages one from the distribution list). One that satisfies the need first."""
+    wheels = {need.pin.split("==", 1)[0]} if need.pin else set()
+    wheels |= {need.wheel} if need.wheel else set()
+    wheels = wheels or {d.name for d in facts.distributions if d.name.startswith("nvidia-cudnn-cu")}
+    dist = facts.distribution(fw.distribution)
+    home = f"{dist.location.rstrip('/')}/nvidia/cudnn/lib/" if dist is not None else None
+
+    def own(c: LibraryCopy) -> bool:
+        if c.owner and c.owner.split(" ")[0].removeprefix("pip:") in wheels:
+            return True
+        return home is not None and (c.path.startswith(home) or any(a.startswith(home) for a in c.aliases))
+
+    owned = [c for c in facts.copies("cudnn") if own(c) and c.realpath != loaded.realpath and c.error is None
+             and (version_tuple(c.version) or (0,))[0] == need.major]
+    return next((c for c in owned if satisfies(c.version, need) is True), owned[0] if owned else None)
 
 
 def _place_of(outcome: LoadOutcome) -> str:
@@ -186,26 +201,59 @@ def _place_of(outcome: LoadOutcome) -> str:
     return f"{step.source} {step.directory or ''}".strip() if step else (outcome.resolution.source or "?")
 
 
+def _sys_path_entry(facts: Facts, copy: LibraryCopy) -> dict | None:
+    """The sys.path entry that puts ``copy`` first (torch's and JAX's preload walk sys.path), with where
+    the entry comes from: pythonpath | user-site | cwd | pth | site | stdlib."""
+    for place in copy.found_in:
+        if place.startswith("sys.path[") and "]" in place:
+            index = int(place[len("sys.path["):place.index("]")])
+            target = facts.target
+            if index < len(target.sys_path):
+                origin = target.sys_path_origins[index] if index < len(target.sys_path_origins) else "?"
+                return {"index": index, "path": target.sys_path[index], "origin": origin}
+    return None
+
+
+def _shadow(facts: Facts, fw: Framework, need: Need, outcome: LoadOutcome) -> dict | None:
+    """Evidence that another copy is loaded instead of the framework's own, or None."""
+    loaded = facts.copy_at(outcome.path)
+    if loaded is None:
+        return None
+    expected = _expected_copy(facts, fw, need, loaded)
+    if expected is None:
+        return None
+    via = _place_of(outcome)
+    entry = _sys_path_entry(facts, loaded) if "sys.path" in via or "preload" in via else None
+    return {"loaded": _copy_evidence(loaded), "expected": _copy_evidence(expected), "via": via,
+            "shadowing_dir": loaded.path.rsplit("/", 1)[0], "expected_dir": expected.path.rsplit("/", 1)[0],
+            "entry": entry, "expected_satisfies": satisfies(expected.version, need) is True}
+
+
 @check("FDN104", "cudnn-shadowed", "warning", "Another cuDNN copy is picked instead of the one the framework pins")
 def cudnn_shadowed(facts: Facts, compat):
-    """The framework's own cuDNN wheel is installed, but a different copy comes first: from LD_LIBRARY_PATH,
-    LD_PRELOAD, the current directory, PYTHONPATH or the user site (torch preloads from the first sys.path
-    entry holding ``nvidia/cudnn/lib``)."""
+    """The framework's own cuDNN wheel is installed, but a different copy comes first: from LD_PRELOAD
+    (mapped before anything else), LD_LIBRARY_PATH, or a ``sys.path`` entry — torch preloads from the first
+    entry holding ``nvidia/cudnn/lib`` — named with its origin: ``pythonpath`` (e.g. a ``pip install
+    --target DIR`` wheel on PYTHONPATH), ``user-site``, ``cwd`` (the script's folder or the current
+    directory) or ``pth`` (a ``.pth`` line that inserts in front). When the other copy is also too old,
+    the framework fails ("cuDNN version incompatibility: PyTorch was compiled against (9, 24, 0) but found
+    runtime version (9, 13, 0)"), and the fix is to remove the shadow, not to reinstall the pin."""
     for fw, need, outcome in cudnn_needs(facts):
         if outcome is None or outcome.path is None:
             continue
-        pinned = _pinned_copy(facts, need)
-        loaded = facts.copy_at(outcome.path)
-        if pinned is None or loaded is None or loaded.realpath == pinned.realpath:
+        shadow = _shadow(facts, fw, need, outcome)
+        if shadow is None:
             continue
+        loaded, expected = shadow["loaded"], shadow["expected"]
+        entry = shadow["entry"]
+        where = f" (sys.path[{entry['index']}] {entry['path']}, from {entry['origin']})" \
+            if entry and "sys.path" not in shadow["via"] else ""
         yield cudnn_shadowed.spec.make(
-            f"{fw.name} would load {loaded.path} (cuDNN {loaded.version}, via {_place_of(outcome)}) "
-            f"instead of {pinned.path} from {pinned.owner.removeprefix('pip:') if pinned.owner else 'its wheel'}",
-            {"framework": fw.name, "loaded": _copy_evidence(loaded), "expected": _copy_evidence(pinned),
-             "via": _place_of(outcome), "shadowing_dir": loaded.path.rsplit("/", 1)[0],
-             "expected_dir": pinned.path.rsplit("/", 1)[0]},
+            f"{fw.name} would load {loaded['path']} (cuDNN {loaded['version']}, via {shadow['via']}){where} "
+            f"instead of {expected['path']} from {(expected['owner'] or 'its wheel').removeprefix('pip:')}",
+            {"framework": fw.name, **shadow},
             chain=chain_of(outcome),
-            hint=f"remove {loaded.path.rsplit('/', 1)[0]} from the search path that reaches it")
+            hint=f"remove {entry['path'] if entry else shadow['shadowing_dir']} from the search path that reaches it")
 
 
 @check("FDN105", "cudnn-incomplete", "error", "cuDNN sub-libraries are missing or of mixed versions")

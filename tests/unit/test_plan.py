@@ -82,10 +82,10 @@ def test_shadowed_by_pythonpath_removes_the_entry(torch_env, environ, tmp_path):
     _, _, p = plan_for(torch_env.python, environ)
     shadow = for_symptom(p, "cudnn-shadowed")
     assert [(a.kind, a.name, a.value) for a in shadow] == [("path-remove", "PYTHONPATH", str(other.site))]
-    # The mismatch (an error, planned first) reinstalls torch's pin; both are in one ordered plan.
-    mismatch = for_symptom(p, "cudnn-version-mismatch")
-    assert mismatch[0].packages == ("nvidia-cudnn-cu13==9.24.0.43",)
-    assert [a.kind for a in p.actions] == ["pip-install", "path-remove"]
+    # torch's pinned cuDNN is installed, only shadowed: the mismatch is fixed by the same removal, never by
+    # reinstalling the pin that is already there (issue 11 item 3).
+    assert for_symptom(p, "cudnn-version-mismatch") == shadow
+    assert [a.kind for a in p.actions] == ["path-remove"]
 
 
 def test_shadowed_by_current_directory_is_manual(torch_env, environ, tmp_path, monkeypatch):
