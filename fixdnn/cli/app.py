@@ -215,6 +215,10 @@ def lock_command(
     except LockfileError as exc:
         raise UsageError(str(exc)) from None
     conda = sum(1 for e in got.entries if e.manager == "conda")
+    if opts.get("json"):
+        _emit_json({"schema": "fixdnn.lock/1", "output": output, "platform": got.platform, "conda_packages": conda,
+                    "pip_packages": len(got.entries) - conda, "notes": list(got.notes)})
+        return
     out = sys.stdout
     out.write(f"wrote {output}: {conda} conda and {len(got.entries) - conda} pip packages for {got.platform}\n")
     for note in got.notes:
@@ -297,7 +301,41 @@ def apply_command(
     except ImportError as exc:
         raise UsageError(f"the planner is not available ({exc})") from None
     plan = build_plan(facts_value, found, opts)
+    if opts.get("json"):
+        raise typer.Exit(_apply_json(plan, facts_value, found, yes))
     raise typer.Exit(_apply(plan, facts_value, found, yes))
+
+
+def _apply_json(plan, facts_value, found, yes: bool) -> int:
+    """``apply --json``: one fixdnn.apply/1 object; it cannot ask, so it needs --yes to change anything."""
+    from fixdnn.cli.render_plan import plan_dict
+    from fixdnn.cli.report import symptom_entry
+    from fixdnn.repair.acceptance import verifier
+    from fixdnn.repair.apply import ApplyError, Target, apply_plan
+    from fixdnn.repair.transaction import LockError, TxnError
+
+    target = Target.from_info(facts_value.target)
+    if plan.actions and not yes:
+        raise UsageError("apply --json cannot ask before changing anything; add --yes (or use --dry-run --json)")
+    errors = any(s.severity == "error" for s in found)
+    data = {"schema": "fixdnn.apply/1", "target": {"python": target.python, "prefix": target.prefix},
+            "plan": plan_dict(plan, target.python, target.prefix), "outcome": "nothing-to-do", "txn_id": None,
+            "reason": "", "steps_done": 0, "manual": [], "symptoms": [symptom_entry(s) for s in found]}
+    code = 1 if errors else 0
+    if plan.actions:
+        try:
+            result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python))
+        except LockError as exc:
+            raise UsageError(str(exc)) from None
+        except (ApplyError, TxnError) as exc:
+            data.update(outcome="failed", reason=str(exc))
+            code = 1
+        else:
+            data.update(outcome=result.outcome, txn_id=result.txn_id, reason=result.reason,
+                        steps_done=result.steps_done, manual=list(result.manual))
+            code = {"applied": 0, "nothing-to-do": code}.get(result.outcome, 1)
+    _emit_json(data)
+    return code
 
 
 def _apply(plan, facts_value, found, yes: bool) -> int:
@@ -352,11 +390,15 @@ def rollback_command(
     """Undo the latest transaction (finished or interrupted), or transaction ID (newer ones first)."""
     from fixdnn.repair.transaction import TxnError, rollback
 
-    prefix = _target_prefix(_options(ctx))
+    opts = _options(ctx)
+    prefix = _target_prefix(opts)
     try:
         record, count = rollback(prefix, txn_id)
     except TxnError as exc:
         raise UsageError(str(exc)) from None
+    if opts.get("json"):
+        _emit_json({"schema": "fixdnn.rollback/1", "prefix": prefix, "txn_id": record.id, "steps_undone": count})
+        return
     sys.stdout.write(f"rolled back transaction {record.id} ({count} step{'s' if count != 1 else ''} undone)\n")
 
 

@@ -78,13 +78,84 @@ def compat_page() -> str:
     return "".join(out)
 
 
-PAGES = {"symptoms.md": symptoms_page, "compat.md": compat_page}
+def _type_text(schema: dict) -> str:
+    """A short human reading of a schema node: ``string``, ``string or null``, ``list of object``."""
+    if "const" in schema:
+        return f"`{schema['const']}`"
+    if "enum" in schema:
+        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+    if "anyOf" in schema:
+        return " or ".join(_type_text(s) for s in schema["anyOf"])
+    if schema.get("type") == "array":
+        return f"list of {_type_text(schema['items'])}"
+    return schema.get("type", "any")
+
+
+def _fields(schema: dict, path: str, out: list[str]) -> None:
+    """One table row per key, nested objects (and objects in lists) flattened with dotted paths."""
+    props = schema.get("properties", {})
+    required = set(schema.get("required", ()))
+    for key, sub in props.items():
+        name = f"{path}{key}"
+        note = sub.get("description", "")
+        out.append(f"| `{name}` | {_type_text(sub)} | {'yes' if key in required else 'no'} | {note} |\n")
+        node = sub
+        for alt in sub.get("anyOf", ()):
+            if alt.get("type") != "null":
+                node = alt
+        if node.get("type") == "array":
+            node, name = node["items"], name + "[]"
+        if node.get("type") == "object" and node.get("properties"):
+            _fields(node, name + ".", out)
+
+
+def json_page() -> str:
+    from fixdnn.cli.schemas import SCHEMAS, file_name
+
+    out = [HEADER, "# JSON output\n\n",
+           "Every command that reports something prints one JSON object with `--json`. Its `schema` key names\n",
+           "the shape and its version (`fixdnn.report/1`). Within a version keys are only ever added, never\n",
+           "renamed or removed, so a reader must ignore keys it does not know. Each shape is published as a\n",
+           "JSON Schema (draft 2020-12) file next to this page, generated from `fixdnn/cli/schemas.py`; the test\n",
+           "suite validates real outputs of every command against them.\n\n",
+           "Exit codes: 0 (healthy / done), 1 (an error-level finding, or a repair that failed and was rolled\n",
+           "back), 2 (a usage error or a failure of fixdnn itself: one line on stderr, nothing on stdout).\n\n",
+           "| schema | command | file |\n|---|---|---|\n"]
+    for name, schema in SCHEMAS.items():
+        command = schema["title"].split(":")[0]
+        out.append(f"| `{name}` | `{command}` | [{file_name(name)}](schemas/{file_name(name)}) |\n")
+    for name, schema in SCHEMAS.items():
+        out.append(f"\n## {name}\n\n{schema['title']}.\n\n| key | type | always present | meaning |\n|---|---|---|---|\n")
+        _fields(schema, "", out)
+    return "".join(out)
+
+
+def _schema_file(name: str):
+    def render() -> str:
+        import json
+
+        from fixdnn.cli.schemas import SCHEMAS
+
+        return json.dumps(SCHEMAS[name], indent=2) + "\n"
+
+    return render
+
+
+def _pages() -> dict:
+    from fixdnn.cli.schemas import SCHEMAS, file_name
+
+    pages = {"symptoms.md": symptoms_page, "compat.md": compat_page, "json.md": json_page}
+    pages.update({f"schemas/{file_name(n)}": _schema_file(n) for n in SCHEMAS})
+    return pages
+
+
+PAGES = _pages()
 
 
 def main(argv: list[str]) -> int:
     target = Path(argv[0] if argv else "docs/reference")
-    target.mkdir(parents=True, exist_ok=True)
     for name, render in PAGES.items():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
         (target / name).write_text(render(), encoding="utf-8")
     return 0
 

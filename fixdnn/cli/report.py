@@ -52,6 +52,11 @@ def _framework_entry(facts: Facts, fw) -> dict:
     }
 
 
+def symptom_entry(s: Symptom) -> dict:
+    return {"code": s.code, "name": s.name, "severity": s.severity, "summary": s.summary, "evidence": s.evidence,
+            "chain": list(s.chain), "hint": s.hint}
+
+
 def _library_entry(c) -> dict:
     return {"family": c.family, "path": c.path, "realpath": c.realpath, "soname": c.soname, "version": c.version,
             "version_source": c.version_source, "owner": c.owner, "found_in": list(c.found_in), "error": c.error,
@@ -68,11 +73,7 @@ def to_dict(report: Report) -> dict:
         "frameworks": [_framework_entry(facts, fw) for fw in facts.frameworks],
         "libraries": [_library_entry(c) for c in facts.libraries],
         "driver": {"version": facts.driver.version, "source": facts.driver.source} if facts.driver else None,
-        "symptoms": [
-            {"code": s.code, "name": s.name, "severity": s.severity, "summary": s.summary, "evidence": s.evidence,
-             "chain": list(s.chain), "hint": s.hint}
-            for s in report.symptoms
-        ],
+        "symptoms": [symptom_entry(s) for s in report.symptoms],
         "unknowns": [{"what": u.what, "reason": u.reason} for u in facts.unknowns],
     }
     if report.extra:
