@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -12,14 +15,38 @@ from fixdnn.symptoms.registry import diagnose
 from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 from tests.envkit.env import EnvBuilder
+from tests.envkit.machine import SYSTEM_ROOT_VAR, Machine, hermetic_environ
+
+_BARE: list[str] = []
+
+
+def pytest_configure(config):
+    """Hermetic by default: every Host of this session (and every fixdnn subprocess started with a copy of
+    this environment or with the ``environ`` fixture) reads /opt, /usr/local, the loader cache, the default
+    library directories and /proc/driver from a bare planted machine, never from the one running the tests."""
+    if not _BARE:
+        _BARE.append(tempfile.mkdtemp(prefix="fixdnn-machine-"))
+        Machine(Path(_BARE[0]))
+        os.environ[SYSTEM_ROOT_VAR] = _BARE[0]
+
+
+def pytest_unconfigure(config):
+    if _BARE:
+        shutil.rmtree(_BARE.pop(), ignore_errors=True)
 
 
 @pytest.fixture
 def environ(tmp_path):
-    """A minimal process environment: no LD_LIBRARY_PATH, no PYTHONPATH, a private HOME."""
+    """A minimal process environment: no LD_LIBRARY_PATH, no PYTHONPATH, a private HOME, the bare machine."""
     home = tmp_path / "home"
     home.mkdir()
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}
+    return hermetic_environ(home)
+
+
+@pytest.fixture
+def machine(tmp_path):
+    """A machine of this test's own, to plant system-wide files in (see tests/envkit/machine.py)."""
+    return Machine(tmp_path / "machine")
 
 
 @pytest.fixture

@@ -207,7 +207,7 @@ def cpu_count(host: Host) -> tuple[int | None, str | None]:
             return total, "/sys/devices/system/cpu/online"
     except (HostError, ValueError):
         pass
-    if host.root is None and os.cpu_count():
+    if host.root is None and host.system is None and os.cpu_count():  # this machine's count only if it is the one looked at
         return os.cpu_count(), "os.cpu_count()"
     return None, None
 

@@ -237,7 +237,7 @@ def read_elf(host: Host, path: str) -> ElfInfo:
         host.open_binary(path).close()
     except HostError as exc:
         return ElfInfo(path=path, error=exc.reason)
-    on_disk = str(host.real(host.realpath(path))) if host.root is not None else path
+    on_disk = host.on_disk(path)
     info = _parse_cached(on_disk, st.st_size, st.st_mtime_ns, st.st_ino)
     return replace(info, path=path)
 

@@ -108,13 +108,14 @@ _LD_SO = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib64/l
 
 
 def ld_so_diagnostics(host: Host) -> dict[str, str]:
-    """``ld.so --list-diagnostics`` (glibc >= 2.33) as a dict; {} when it cannot run (e.g. under --root).
+    """``ld.so --list-diagnostics`` (glibc >= 2.33) as a dict; {} when it cannot run (under --root, or when
+    the machine is a planted one: ``Host.system``).
 
     This is the loader's own word on $PLATFORM (dl_platform: "haswell" on this kind of CPU even though
     the kernel's AT_PLATFORM says "x86_64"), $LIB (dl_dst_lib), the default directories and the
     glibc-hwcaps levels it searches.
     """
-    if host.root is not None:
+    if host.root is not None or host.system is not None:  # not the machine's loader that would run
         return {}
     for ld_so in _LD_SO:
         if not host.exists(ld_so):

@@ -3,6 +3,11 @@
 Probes never touch ``os``/``open``/``subprocess`` directly; they take a :class:`Host`. With ``root`` set,
 every absolute path is read below that directory (a mounted container image, a test tree), and symlinks
 are resolved *inside* the root, the way the loader of that image would see them.
+
+With ``system`` set (or ``FIXDNN_SYSTEM_ROOT`` in fixdnn's own environment), only the machine-wide places
+of :data:`SYSTEM_PLACES` (the loader cache, the default library directories, ``/opt``, ``/usr/local``, the
+driver's files) are read below that directory, while the target environment itself is read where it is.
+This is how a test diagnoses a real venv against a machine it planted, and never against the one it runs on.
 """
 
 from __future__ import annotations
@@ -16,6 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _MAX_SYMLINKS = 40  # the kernel's own limit (ELOOP)
+
+# Everywhere diagnosis looks that belongs to the machine rather than to the target environment. A Host with
+# a ``system`` directory reads these (and everything below them) there instead.
+SYSTEM_PLACES = (
+    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/opt", "/usr/local", "/proc/driver",
+    "/sys/module", "/sys/devices/system/cpu", "/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib32",
+    "/usr/lib64", "/usr/libx32",
+)
+SYSTEM_ROOT_VAR = "FIXDNN_SYSTEM_ROOT"
+
+
+def _under_system(path: str) -> bool:
+    return any(path == place or path.startswith(place + "/") for place in SYSTEM_PLACES)
 
 
 class HostError(Exception):
@@ -54,17 +72,32 @@ class RunResult:
 
 
 class Host:
-    def __init__(self, root: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None,
+                 system: str | os.PathLike | None = None):
+        """``environ``: the target's environment (default: this process's). ``system``: where the machine-wide
+        places are read (default: ``FIXDNN_SYSTEM_ROOT`` from fixdnn's own environment, else the machine
+        itself; ``"/"`` says "the machine" even when that variable is set). Ignored under ``root``."""
         self.root = Path(root).resolve() if root is not None else None
         self.environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
+        if system is None:
+            system = os.environ.get(SYSTEM_ROOT_VAR) or None
+        system = os.path.realpath(system) if system is not None and self.root is None else None
+        self.system: str | None = None if system in (None, "/") else system
+        self._mapped = self.root is not None or self.system is not None
 
     # -- paths -------------------------------------------------------------------------------------
     def real(self, path: str) -> Path | str:
         """The on-disk location of ``path`` as the target sees it (no symlink resolution)."""
-        if self.root is None:
+        if not self._mapped:
             return path  # a str: stat() and open() on hot paths skip pathlib's parsing
         p = os.path.normpath("/" + path.lstrip("/")) if os.path.isabs(path) else path
-        return self.root / p.lstrip("/")
+        if self.root is not None:
+            return self.root / p.lstrip("/")
+        return self.system + p if os.path.isabs(path) and _under_system(p) else path
+
+    def on_disk(self, path: str) -> str:
+        """Where the file the target calls ``path`` really is, symlinks followed the target's way."""
+        return str(self.real(self.realpath(path))) if self._mapped else path
 
     def realpath(self, path: str) -> str:
         """Resolve symlinks the way the target would, staying inside the root. Returns a target path.
@@ -72,8 +105,10 @@ class Host:
         A broken or looping link is not an error here: the unresolved remainder is kept, and callers see
         that the result does not exist.
         """
-        if self.root is None:
+        if not self._mapped:
             return os.path.realpath(path)
+        if self.root is None and not path.startswith("/"):
+            path = os.path.abspath(path)  # relative to our cwd, as os.path.realpath would take it
         parts = [p for p in path.split("/") if p]
         resolved: list[str] = []
         hops = 0
@@ -102,7 +137,7 @@ class Host:
     # -- reads -------------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
         try:
-            os.stat(self.real(self.realpath(path)) if self.root else path)
+            os.stat(self.on_disk(path))
             return True
         except (OSError, ValueError):
             return False
@@ -121,7 +156,7 @@ class Host:
 
     def stat(self, path: str) -> os.stat_result:
         """stat() following symlinks (inside the root)."""
-        target = self.real(self.realpath(path)) if self.root else path
+        target = self.on_disk(path)
         try:
             return os.stat(target)
         except (OSError, ValueError) as exc:
@@ -135,7 +170,7 @@ class Host:
 
     def listdir(self, path: str) -> list[str]:
         """Sorted entry names; raises HostError for a missing or unreadable directory."""
-        target = self.real(self.realpath(path)) if self.root else path
+        target = self.on_disk(path)
         try:
             return sorted(os.listdir(target))
         except (OSError, ValueError) as exc:
@@ -146,7 +181,7 @@ class Host:
         return self.read_bytes(path, limit).decode("utf-8", errors="replace")
 
     def read_bytes(self, path: str, limit: int = 4 << 20) -> bytes:
-        target = self.real(self.realpath(path)) if self.root else path
+        target = self.on_disk(path)
         try:
             with open(target, "rb") as fh:
                 return fh.read(limit)
@@ -155,7 +190,7 @@ class Host:
 
     def open_binary(self, path: str):
         """An open binary file object (for streaming readers such as the ELF parser and hashing)."""
-        target = self.real(self.realpath(path)) if self.root else path
+        target = self.on_disk(path)
         try:
             return open(target, "rb")
         except (OSError, ValueError) as exc:

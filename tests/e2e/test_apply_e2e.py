@@ -53,7 +53,7 @@ def version_of(prefix: Path, name: str = "nvidia_cudnn_cu12") -> list[str]:
 
 
 def cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROOT / ".venv/bin/fixdnn"), *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fixdnn", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

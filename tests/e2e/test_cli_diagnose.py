@@ -154,16 +154,22 @@ def test_sys_path_origins_cwd_pythonpath_user_site(tmp_path, environ):
 
 
 def test_user_site_is_reported_for_a_system_interpreter(tmp_path, environ):
+    """A base interpreter puts an existing user site on sys.path (origin "user-site"); a venv does not."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     user_site = Path(environ["HOME"]) / f".local/lib/python{version}/site-packages"
     user_site.mkdir(parents=True)
     from tests.conftest import run_diagnosis
 
-    facts, _ = run_diagnosis(sys.executable, environ)
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))  # not our venv's python
+    facts, _ = run_diagnosis(base, environ)
     assert facts.target.user_site == str(user_site)
-    if facts.target.user_site_enabled and str(user_site) in facts.target.sys_path:
-        index = facts.target.sys_path.index(str(user_site))
-        assert facts.target.sys_path_origins[index] == "user-site"
+    assert facts.target.user_site_enabled is True
+    index = facts.target.sys_path.index(str(user_site))
+    assert facts.target.sys_path_origins[index] == "user-site"
+
+    env = EnvBuilder(tmp_path / "venv")  # a real venv, nothing installed
+    facts, _ = run_diagnosis(env.python, environ)
+    assert facts.target.user_site_enabled is False and str(user_site) not in facts.target.sys_path
 
 
 @pytest.mark.parametrize("version", ["3.8", "3.9"])

@@ -14,6 +14,7 @@ from fixdnn.probes.explain import explain, is_harmless, match_text, render_lines
 from fixdnn.symptoms.registry import load_rules
 from tests.envkit import stubs
 from tests.envkit.env import EnvBuilder
+from tests.envkit.machine import hermetic_environ
 
 SIGNATURES = load_rules(include_user=False).errors
 FIXDNN = str(Path(sys.executable).parent / "fixdnn")
@@ -73,7 +74,7 @@ def _env_without_cudnn(tmp_path):
 
 
 def _cli(args, env=None, stdin=None):
-    environ = {"PATH": "/usr/bin:/bin", "HOME": str(Path(env.prefix).parent) if env else "/tmp", "LANG": "C.UTF-8"}
+    environ = hermetic_environ(Path(env.prefix).parent if env else Path("/tmp"), PATH="/usr/bin:/bin")
     return subprocess.run([FIXDNN, *args], capture_output=True, text=True, env=environ, input=stdin, timeout=120)
 
 

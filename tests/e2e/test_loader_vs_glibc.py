@@ -64,6 +64,11 @@ class Layout:
     fail: dict[str, str] = field(default_factory=dict)  # soname -> expected loader error substring
 
 
+# The one exception to "tests never read the machine they run on": here the oracle IS this machine's glibc,
+# so the model must see the same loader cache, default directories and ld.so settings. Every library these
+# layouts ask for has a name no machine has (libfd*), or is libz.so.1 looked up from the same cache both use.
+THIS_MACHINE = "/"
+
 def _lib(t: Path, rel: str, soname: str | None = None, **kw) -> str:
     return str(build_so(t / rel, soname or Path(rel).name, **kw))
 
@@ -275,7 +280,7 @@ def dlopen_sub_library_via_shim_rpath(t):
 
 
 def glibc_hwcaps_subdir_preferred(t):
-    env = loader_env_from_host(Host())
+    env = loader_env_from_host(Host(system=THIS_MACHINE))
     if "glibc-hwcaps/x86-64-v2" not in env.hwcaps_subdirs:
         pytest.skip("this loader/CPU does not search glibc-hwcaps/x86-64-v2")
     _lib(t, "llp/libfdA.so.1")
@@ -285,7 +290,7 @@ def glibc_hwcaps_subdir_preferred(t):
 
 
 def legacy_platform_subdir_preferred(t):
-    env = loader_env_from_host(Host())
+    env = loader_env_from_host(Host(system=THIS_MACHINE))
     if "x86_64" not in env.hwcaps_subdirs:
         pytest.skip("this loader does not search legacy hwcaps subdirectories (glibc >= 2.37)")
     _lib(t, "deps/libfdA.so.1")
@@ -296,7 +301,7 @@ def legacy_platform_subdir_preferred(t):
 
 def platform_and_lib_tokens(t):
     # $PLATFORM is ld.so's dl_platform ("haswell" on AVX2 CPUs with glibc 2.36), not the kernel's AT_PLATFORM.
-    _lib(t, f"app/{loader_env_from_host(Host()).platform}/libfdA.so.1")
+    _lib(t, f"app/{loader_env_from_host(Host(system=THIS_MACHINE)).platform}/libfdA.so.1")
     _lib(t, "app/lib/x86_64-linux-gnu/libfdB.so.1")
     root = _lib(t, "app/libroot.so", needed=["libfdA.so.1", "libfdB.so.1"], rpath="$ORIGIN/$PLATFORM:$ORIGIN/${LIB}")
     return Layout(root, ("libfdA.so.1", "libfdB.so.1"))
@@ -311,13 +316,13 @@ def executable_rpath_searched_last(t):
 
 def system_cache_entry(t):
     root = _lib(t, "app/libroot.so", needed=["libz.so.1"])
-    if not any(e.soname == "libz.so.1" for e in read_ld_cache(Host()).entries):
+    if not any(e.soname == "libz.so.1" for e in read_ld_cache(Host(system=THIS_MACHINE)).entries):
         pytest.skip("libz.so.1 is not in this machine's ld.so.cache")
     return Layout(root, ("libz.so.1",))
 
 
 def ld_library_path_beats_cache(t):
-    cached = next((e.path for e in read_ld_cache(Host()).entries if e.soname == "libz.so.1"), None)
+    cached = next((e.path for e in read_ld_cache(Host(system=THIS_MACHINE)).entries if e.soname == "libz.so.1"), None)
     if cached is None:
         pytest.skip("libz.so.1 is not in this machine's ld.so.cache")
     (t / "llp").mkdir(parents=True)
@@ -340,7 +345,7 @@ def nodeflib_keeps_runpath(t):
 
 
 def default_dirs_without_cache_entry(t):
-    host = Host()
+    host = Host(system=THIS_MACHINE)
     keys = {e.soname for e in read_ld_cache(host).entries}
     name = None
     for d in default_dirs_for(host):
@@ -390,7 +395,7 @@ def _run_oracle(tmp: Path, lay: Layout) -> tuple[dict[str, str], dict[str, str],
         if tag == "E":
             error = name
             continue
-        info = read_elf(Host(), os.path.join(lay.cwd or str(tmp), name))
+        info = read_elf(Host(system=THIS_MACHINE), os.path.join(lay.cwd or str(tmp), name))
         into = pre if tag == "P" else mapped
         into[info.soname or os.path.basename(name)] = name
         if tag == "L":  # a file requested by its file name rather than its SONAME
@@ -406,7 +411,7 @@ def test_model_matches_glibc(make, tmp_path):
     pre, mapped, error, exe = _run_oracle(tmp_path, lay)
     cwd = lay.cwd or str(tmp_path)
     environ = {"LD_LIBRARY_PATH": lay.llp} if lay.llp is not None else {}
-    host = Host(environ=environ)
+    host = Host(environ=environ, system=THIS_MACHINE)
     # Everything about the loader ($PLATFORM, $LIB, default and hwcaps dirs) comes from the model's own
     # detection; only what the program had already mapped is taken from the oracle.
     env = replace(loader_env_from_host(host, cwd=cwd, executable=exe), preloaded=pre)

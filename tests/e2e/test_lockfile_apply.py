@@ -18,7 +18,7 @@ HOSTILE = "lock env with space 'q' é"
 
 
 def cli(env: dict, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROOT / ".venv/bin/fixdnn"), *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fixdnn", *args], env=env, capture_output=True, text=True,
                           timeout=300, cwd=cwd)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fixdnn.shell.envfile import EnvFile, EnvOp
 from fixdnn.shell.run import run_command
+from tests.envkit.machine import hermetic_environ
 
 FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 
@@ -25,7 +26,7 @@ def _prefix(tmp_path, ops=()):
 
 
 def _run(args, tmp_path, **extra):
-    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", **extra}
+    environ = hermetic_environ(tmp_path, PATH="/usr/bin:/bin", **extra)
     return subprocess.run([FIXDNN, *args], capture_output=True, text=True, env=environ, timeout=120)
 
 

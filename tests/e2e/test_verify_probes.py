@@ -19,13 +19,14 @@ from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import stubs
 from tests.envkit.env import EnvBuilder, stray_cudnn
+from tests.envkit.machine import hermetic_environ
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build real ELF objects")
 FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 
 
 def _environ(tmp_path, **extra):
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", **extra}
+    return hermetic_environ(tmp_path, PATH="/usr/bin:/bin", **extra)
 
 
 def _verify(env, tmp_path, **kw):

@@ -1,4 +1,4 @@
-"""ld.so.cache parsing against ldconfig itself: this machine's cache and caches generated for test trees."""
+"""ld.so.cache parsing against ldconfig itself, on caches generated for test trees and planted machines."""
 
 from __future__ import annotations
 
@@ -29,16 +29,26 @@ def _ldconfig_p(cache: str | None = None) -> list[tuple[str, str, str]]:
 
 
 @needs_ldconfig
-def test_system_cache_matches_ldconfig_p():
-    cache = read_ld_cache(Host())
-    if cache.error == "No such file or directory":
-        pytest.skip("no /etc/ld.so.cache here")
-    assert cache.error is None
-    expected = _ldconfig_p()
+def test_a_full_size_cache_matches_ldconfig_p(tmp_path, machine):
+    """A cache of real size and variety (ldconfig also scans its trusted system directories), read from the
+    planted machine's /etc/ld.so.cache the way diagnosis reads it: same entries, same order, same flags."""
+    conf = tmp_path / "ld.so.conf"
+    conf.write_text("")
+    made = tmp_path / "ld.so.cache"
+    subprocess.run([LDCONFIG, "-X", "-C", str(made), "-f", str(conf)], check=True, capture_output=True)
+    machine.write("/etc/ld.so.cache", made.read_bytes())
+    cache = read_ld_cache(Host(system=machine.root))
+    assert cache.error is None and cache.path == "/etc/ld.so.cache"
+    expected = _ldconfig_p(str(made))
     assert len(expected) > 10
     assert [(e.soname, e.path) for e in cache.entries] == [(s, p) for s, p, _ in expected]  # same order
     for entry, (_, _, label) in zip(cache.entries, expected):
         assert describe_flags(entry.flags) == ",".join(label).strip()
+
+
+def test_the_session_machine_has_no_loader_cache():
+    """Default tests see a bare machine: this machine's own cache is never read (tests/conftest.py)."""
+    assert read_ld_cache(Host()).error == "No such file or directory"
 
 
 def _tree(tmp_path):

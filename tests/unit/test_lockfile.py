@@ -37,9 +37,10 @@ from fixdnn.symptoms.registry import (
 from fixdnn.target.host import Host  # noqa: E402
 from fixdnn.target.interpreter import TargetSpec  # noqa: E402
 from tests.envkit.env import EnvBuilder  # noqa: E402
+from tests.envkit.machine import hermetic_environ  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-CONDA_LOCK = ROOT / ".venv/bin/conda-lock"
+CONDA_LOCK = Path(sys.executable).parent / "conda-lock"  # the test extra's, next to the running Python
 HOSTILE = "env with space 'q' $x é"
 CHANNEL = "https://conda.example.invalid/conda-forge"  # .invalid: never resolvable
 MD5 = {"cudnn": "a" * 32, "mkl": "b" * 32, "numpy": "c" * 32, "python": "d" * 32, "broken": None}
@@ -408,8 +409,7 @@ def test_without_conda_lock_says_how_to_install_it(args, env, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     res = subprocess.run([sys.executable, "-c", BLOCKER, "--python", str(env.python), *argv],
                          capture_output=True, text=True, cwd=str(ROOT), timeout=120,
-                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-                              "PYTHONPATH": str(ROOT)})
+                         env=hermetic_environ(tmp_path, PYTHONPATH=str(ROOT)))
     assert res.returncode == 2, res.stderr
     assert res.stderr == "fixdnn: conda-lock is not installed: pip install 'fixdnn[conda]'\n"
     assert not (tmp_path / "out.yml").exists()
