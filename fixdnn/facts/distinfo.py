@@ -2,6 +2,7 @@
 
 - METADATA (PKG-INFO for egg-info): only the header block is read and split by lines (folded lines
   joined); the long description after the first blank line can be megabytes and is never parsed.
+- ``direct_url.json`` (PEP 610): where pip got the distribution from, when it recorded it.
 - RECORD (egg-info: ``installed-files.txt``): read only when a caller needs the file list, never with a
   buffer larger than the file, and split with ``str.rsplit`` except for the rare quoted line.
 
@@ -13,6 +14,7 @@ Everything reads through a :class:`~fixdnn.target.host.Host`; errors are :class:
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,6 +135,30 @@ def listed_paths(record: str, text: str) -> list[str]:
     return [os.path.normpath(os.path.join(site, row[0])) for _n, row, _e in record_rows(text) if row]
 
 
+def direct_url(host: Host, metadata_dir: str) -> tuple[str | None, str | None]:
+    """(url, sha256) from PEP 610 ``direct_url.json``; (None, None) when pip recorded none."""
+    try:
+        data = json.loads(host.read_text(f"{metadata_dir}/direct_url.json", limit=1 << 20))
+    except (HostError, ValueError):
+        return None, None
+    if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not data["url"]:
+        return None, None
+    url = data["url"]
+    vcs = data.get("vcs_info")
+    if isinstance(vcs, dict) and isinstance(vcs.get("vcs"), str):
+        commit = vcs.get("commit_id")
+        return f"{vcs['vcs']}+{url}" + (f"@{commit}" if isinstance(commit, str) and commit else ""), None
+    sha = None
+    archive = data.get("archive_info")
+    if isinstance(archive, dict):
+        hashes = archive.get("hashes")
+        if isinstance(hashes, dict) and isinstance(hashes.get("sha256"), str):
+            sha = hashes["sha256"]
+        elif isinstance(archive.get("hash"), str) and archive["hash"].startswith("sha256="):
+            sha = archive["hash"][len("sha256="):]
+    return url, sha
+
+
 @dataclass(frozen=True)
 class Found:
     location: str  # the sys.path entry
@@ -159,6 +185,6 @@ def scan(host: Host, location: str) -> Iterator[Found | tuple[str, str]]:
         yield Found(location, folder, files)
 
 
-__all__ = ["DistInfoError", "Found", "HEADER_LIMIT", "Metadata", "RECORD_LIMIT", "canonicalize_name", "is_metadata_dir", "is_record",
+__all__ = ["DistInfoError", "Found", "HEADER_LIMIT", "Metadata", "RECORD_LIMIT", "canonicalize_name", "direct_url", "is_metadata_dir", "is_record",
            "listed_paths", "metadata_name", "parse_headers", "read_metadata", "read_record", "record_file",
            "record_rows", "scan"]

@@ -3,10 +3,69 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
-from fixdnn.facts.lockfile import drift
+from packaging.version import InvalidVersion, Version
+
+from fixdnn.facts.integrity import relevant
 from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import check
+
+
+@dataclass(frozen=True)
+class Drift:
+    name: str
+    manager: str  # conda | pip
+    change: str  # changed | missing | extra
+    locked_version: str | None
+    installed_version: str | None
+    locked_build: str | None = None
+    installed_build: str | None = None
+
+
+def _version_equal(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return False
+
+
+def drift(facts: Facts, *, relevant_only: bool = True) -> list[Drift]:
+    """Packages whose installed state differs from ``facts.lock`` (pure). Only DNN-relevant names by default
+    (``facts.lock.pip_patterns`` / ``conda_patterns``); a conda build string counts as part of the version."""
+    lock = facts.lock
+    if lock is None:
+        return []
+    def wanted(name: str, manager: str) -> bool:
+        if not relevant_only:
+            return True
+        return relevant(name, lock.pip_patterns if manager == "pip" else lock.conda_patterns)
+
+    installed: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for dist in facts.distributions:
+        if (dist.installer or "").strip().lower() != "conda":
+            installed[("pip", dist.name)] = (dist.version, None)
+    for pkg in facts.conda_packages:
+        installed[("conda", pkg.name)] = (pkg.version, pkg.build or None)
+    locked = {(p.manager, p.name): p for p in lock.packages}
+    out: list[Drift] = []
+    for (manager, name), p in sorted(locked.items()):
+        if not wanted(name, manager):
+            continue
+        have = installed.get((manager, name))
+        if have is None:
+            if not p.optional:
+                out.append(Drift(name, manager, "missing", p.version, None, p.build, None))
+            continue
+        version, build = have
+        if not _version_equal(version, p.version) or (manager == "conda" and p.build and build and p.build != build):
+            out.append(Drift(name, manager, "changed", p.version, version, p.build, build))
+    for (manager, name), (version, build) in sorted(installed.items()):
+        if (manager, name) not in locked and wanted(name, manager):
+            out.append(Drift(name, manager, "extra", None, version, None, build))
+    return out
 
 
 def _commands(d, prefix: str | None) -> dict:

@@ -27,6 +27,7 @@ from fixdnn.facts import (  # noqa: E402
     loads_json,
     lockfile,  # noqa: E402
 )
+from fixdnn.repair import lockwrite  # noqa: E402
 from fixdnn.knowledge import compat as compat_mod  # noqa: E402
 from fixdnn.plan import context as context_mod  # noqa: E402
 from fixdnn.plan.build import plan  # noqa: E402
@@ -97,7 +98,7 @@ def test_round_trip_through_conda_locks_own_reader(env, environ, tmp_path):
     facts = facts_of(env, environ)
     out = tmp_path / "out dir" / "conda-lock.yml"
     out.parent.mkdir()
-    got = lockfile.write(out, Host(), facts)
+    got = lockwrite.write(out, Host(), facts)
     assert got.platform == "linux-64"
     back = parse_conda_lock_file(out)
     rows = {(d.manager, d.name): (d.version, d.build, d.url, d.hash.md5, d.hash.sha256, d.categories)
@@ -130,7 +131,7 @@ def test_round_trip_through_conda_locks_own_reader(env, environ, tmp_path):
 
 def test_conda_lock_render_accepts_the_written_file(env, environ, tmp_path):
     out = tmp_path / "conda-lock.yml"
-    lockfile.write(out, Host(), facts_of(env, environ))
+    lockwrite.write(out, Host(), facts_of(env, environ))
     for kind, made in (("explicit", "conda-linux-64.lock"), ("env", "conda-linux-64.lock.yml")):
         res = subprocess.run([str(CONDA_LOCK), "render", "-k", kind, "-p", "linux-64", str(out)], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120,
@@ -147,7 +148,7 @@ def test_conda_lock_render_accepts_the_written_file(env, environ, tmp_path):
 
 def test_facts_with_a_lock_round_trip_as_json(env, environ, tmp_path):
     out = tmp_path / "conda-lock.yml"
-    lockfile.write(out, Host(), facts_of(env, environ))
+    lockwrite.write(out, Host(), facts_of(env, environ))
     facts = facts_of(env, environ, out)
     assert facts.lock is not None and facts.lock.platform == "linux-64"
     assert "torch" in facts.lock.pip_patterns
@@ -157,14 +158,14 @@ def test_facts_with_a_lock_round_trip_as_json(env, environ, tmp_path):
 # -- drift -------------------------------------------------------------------------------------------------
 def test_fresh_lock_shows_no_drift_and_no_lock_checks_nothing(env, environ, tmp_path):
     out = tmp_path / "conda-lock.yml"
-    lockfile.write(out, Host(), facts_of(env, environ))
+    lockwrite.write(out, Host(), facts_of(env, environ))
     assert drift_of(facts_of(env, environ, out)) == []
     assert facts_of(env, environ).lock is None
 
 
 def test_drift_is_found_per_package_and_planned(env, environ, tmp_path):
     out = tmp_path / "conda-lock.yml"
-    lockfile.write(out, Host(), facts_of(env, environ))
+    lockwrite.write(out, Host(), facts_of(env, environ))
     site = env.site
     # pip: cuDNN wheel upgraded; an OpenMP wheel added; an irrelevant package upgraded (ignored)
     import shutil
