@@ -30,6 +30,7 @@ WSL_LIB = "/usr/lib/wsl/lib"
 _GPUS = "/proc/driver/nvidia/gpus"
 _COMPAT_GLOBS = ("/usr/local/cuda/compat", "/usr/local/cuda-*/compat")
 _VERSIONED = re.compile(r"^libcuda\.so\.(\d+\.\d+(?:\.\d+)?)$")
+_CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")  # Docker, Podman
 PROBE_TIMEOUT = 20
 
 # Loads one libcuda by path and prints cuDriverGetVersion (1000*major + 10*minor). No GPU is touched.
@@ -212,6 +213,7 @@ def gather(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distribut
         sources.append(f"{SONAME}: {resolution.path} ({libcuda.found_in})")
     others = tuple(_other_copies(host, env, resolution.path))
     wsl = host.is_dir(WSL_LIB)
+    container = next((m for m in _CONTAINER_MARKERS if host.exists(m)), None)
     kernels = _kernels(host, frameworks, dists, tables, cache or fatbin.Cache(None), unknowns)
     return GpuFacts(
         gpus=tuple(gpus),
@@ -219,6 +221,7 @@ def gather(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distribut
         libcuda_copies=others,
         libcuda_chain=tuple(resolution.explain()),
         wsl=wsl,
+        container=container,
         kernels=kernels,
         sources=tuple(sources),
     ), unknowns

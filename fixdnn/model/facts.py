@@ -419,5 +419,6 @@ class GpuFacts:
     libcuda_copies: tuple[LibCuda, ...] = ()  # every other copy seen in the usual places
     libcuda_chain: tuple[str, ...] = ()  # the loader model's steps for libcuda.so.1
     wsl: bool = False  # /usr/lib/wsl/lib exists: a WSL2 GPU layout
+    container: str | None = None  # the marker file that says this runs in a container (/.dockerenv, ...)
     kernels: tuple[FrameworkKernels, ...] = ()
     sources: tuple[str, ...] = ()  # what was read or run, and what it said, one line each

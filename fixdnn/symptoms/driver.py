@@ -42,8 +42,8 @@ def driver_too_old(facts: Facts, compat):
 def driver_missing(facts: Facts, compat):
     """No NVIDIA kernel driver is loaded (``/proc/driver/nvidia/version`` is absent). On a machine without a
     GPU this is expected: the frameworks fall back to the CPU."""
-    if facts.driver is not None:
-        return
+    if facts.driver is not None or (facts.gpu is not None and facts.gpu.wsl and facts.gpu.libcuda is not None):
+        return  # WSL2 has no kernel module of its own: the Windows driver serves /usr/lib/wsl/lib
     gpu = [fw for fw in facts.frameworks if fw.gpu_build]
     if not gpu:
         return
