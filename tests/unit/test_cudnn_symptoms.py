@@ -9,6 +9,7 @@ import os
 import shutil
 
 from tests.conftest import names, run_diagnosis
+from tests.envkit.cuda import libcuda
 from tests.envkit.elfkit import build_so
 from tests.envkit.env import EnvBuilder, stray_cudnn
 
@@ -221,6 +222,7 @@ def test_driver_too_old_read_from_proc_under_root(tmp_path, environ):
 
 def test_driver_new_enough_under_root(tmp_path, environ):
     root = _root_with_driver(tmp_path, "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build\n")
+    libcuda(root / "usr/lib64", "580.95.05")  # the driver's user-space half (else: libcuda-missing)
     facts, symptoms = run_diagnosis(None, environ, prefix="/opt/env", root=root)
     assert facts.driver.version == "580.95.05"
     assert "driver-too-old" not in names(symptoms) and "driver-missing" not in names(symptoms)
