@@ -24,7 +24,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from fixdnn.facts.conda import CondaEnv, openmp_flavour
-from fixdnn.facts.distributions import library_owners
+from fixdnn.facts.distributions import library_owners, shared_objects
 from fixdnn.facts.elf import ElfInfo, exports_symbol, read_elf
 from fixdnn.knowledge.compat import RulesError, line_of, load_toml, need, rules_dir
 from fixdnn.model.facts import CpuFacts, Distribution, NativeLib, PathEntry, RuntimeUse, TargetInfo, Unknown
@@ -336,6 +336,22 @@ def _pip_owners(host: Host, rules: CpuRules, dists: tuple[Distribution, ...]) ->
     return library_owners(host, dists, lambda name: rules.runtime_of(name) is not None or rules.mkl_part(name) is not None)
 
 
+def _shipping_consumers(host: Host, inv: _Inventory, owners: dict[str, Distribution],
+                        rules: CpuRules) -> list[tuple[str, str]]:
+    """(distribution name, ELF path) for every library of every package that ships its own OpenMP or MKL
+    copy (paddlepaddle's paddle/libs/libiomp5.so, diskannpy.libs/libiomp5-<hash>.so ...): whatever the
+    package, its extensions are what map that copy. The runtime packages themselves only provide."""
+    providers = _runtime_packages(rules)
+    out = []
+    for dist in {d.name: d for d in owners.values()}.values():
+        if dist.name in providers:
+            continue
+        for path in shared_objects(host, dist):
+            if inv.classify(path.rsplit("/", 1)[-1]) is None:
+                out.append((dist.name, path))
+    return out
+
+
 def _runtime_packages(rules: CpuRules) -> set[str]:
     names = set(rules.mkl_packages)
     for rt in rules.openmp:
@@ -480,6 +496,10 @@ def gather(host: Host, target: TargetInfo, dists: tuple[Distribution, ...], cond
         if raw.startswith("/"):
             inv.scan(raw, f"LD_LIBRARY_PATH[{index}]")
 
+    pip_owners, unknowns = _pip_owners(host, rules, dists)
+    for path, dist in pip_owners.items():
+        inv.add(path, f"installed by {dist.name}")
+
     proc = _Process(host, rules, inv, loader_env)
     for index, raw in enumerate(p for p in re.split(r"[: \t\n]", host.env("LD_PRELOAD") or "") if p):
         # A bare name is searched like DT_NEEDED; only paths are modelled here (FDN304 reports both).
@@ -492,10 +512,12 @@ def gather(host: Host, target: TargetInfo, dists: tuple[Distribution, ...], cond
             m = re.match(r"sys\.path\[\d+\] (.+)\.libs$", place)
             if m and entry["kind"][0] == "openmp":
                 proc.direct(m.group(1), entry["path"], f"vendored in {m.group(1)}.libs")
-    for consumer, path in _consumers(host, target):
+    followed: set[str] = set()
+    for consumer, path in _consumers(host, target) + _shipping_consumers(host, inv, pip_owners, rules):
         name = path.rsplit("/", 1)[-1]
-        if inv.classify(name) is not None:
+        if inv.classify(name) is not None or path in followed:
             continue
+        followed.add(path)
         proc.follow(consumer, path)
     # MKL's runtime dispatcher loads a threading layer by name (MKL_THREADING_LAYER, INTEL by default).
     rt_paths = [u.path for u in proc.uses if u.path and inv.classify(u.path.rsplit("/", 1)[-1]) and
@@ -509,7 +531,6 @@ def gather(host: Host, target: TargetInfo, dists: tuple[Distribution, ...], cond
         if rt_elf.ok:
             proc.need("mkl", rt_elf, soname)
 
-    pip_owners, unknowns = _pip_owners(host, rules, dists)
     libraries = tuple(_describe(host, rules, inv.entries[r], pip_owners, conda) for r in inv.order)
     symbols: dict[str, bool | None] = {}
     used = {u.path for u in proc.uses if u.path}

@@ -88,6 +88,14 @@ def _shared_objects(host: Host, dist: Distribution) -> list[str] | HostError:
 _SO_CACHE: dict[tuple, list[str]] = {}  # one read of each RECORD per process, whoever asks
 
 
+def shared_objects(host: Host, dist: Distribution) -> list[str]:
+    """Absolute paths of the shared objects ``dist`` installed (from its RECORD; [] when unreadable)."""
+    if not dist.record or not dist.record.endswith("RECORD"):
+        return []
+    rows = _shared_objects(host, dist)
+    return [] if isinstance(rows, HostError) else [os.path.normpath(f"{dist.location}/{rel}") for rel in rows]
+
+
 def library_owners(host: Host, dists: Iterable[Distribution], wanted: Callable[[str], bool],
                    only: Callable[[Distribution], bool] = lambda d: True
                    ) -> tuple[dict[str, Distribution], list[Unknown]]:

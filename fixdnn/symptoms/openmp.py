@@ -23,8 +23,12 @@ def _registers(rules: CpuRules, lib: NativeLib) -> bool:
     return any(rt.registers and rt.vendor == lib.vendor and rt.name == lib.name for rt in rules.openmp)
 
 
+def _users(facts: Facts, lib: NativeLib) -> list[str]:
+    return sorted({u.consumer for u in facts.cpu.uses if u.path in (lib.path, lib.realpath)})
+
+
 def _lib_evidence(facts: Facts, lib: NativeLib) -> dict:
-    consumers = sorted({u.consumer for u in facts.cpu.uses if u.path in (lib.path, lib.realpath)})
+    consumers = _users(facts, lib)
     return {"path": lib.path, "realpath": lib.realpath, "name": lib.name, "vendor": lib.vendor, "soname": lib.soname,
             "owner": lib.owner, "version": lib.version, "used_by": consumers}
 
@@ -45,9 +49,11 @@ def openmp_duplicate_runtime(facts: Facts, compat):
     """Intel's OpenMP runtime (``libiomp5``) and LLVM's (``libomp``, the same code base) register themselves in
     the process when they start; a second registered copy finds the first and aborts:
     ``OMP: Error #15: Initializing libiomp5.so, but found libiomp5.so already initialized.`` (exit 134).
-    fixdnn simulates one process that imports every installed framework and the scientific stack: each
-    extension module's DT_NEEDED is resolved by the loader model, and a SONAME already loaded is reused, as
-    ld.so does. Two such runtimes under different SONAMEs (``libiomp5.so`` and ``libomp.so``, or an
+    fixdnn simulates one process that imports every installed framework, the scientific stack and every
+    package that ships its own OpenMP or MKL copy (paddlepaddle's ``paddle/libs/libiomp5.so``, an
+    auditwheel-renamed ``diskannpy.libs/libiomp5-<hash>.so``): each extension module's DT_NEEDED is resolved
+    by the loader model, and a SONAME already loaded is reused, as ld.so does. The packages whose libraries
+    map each copy are named. Two such runtimes under different SONAMEs (``libiomp5.so`` and ``libomp.so``, or an
     auditwheel-renamed ``libiomp5-<hash>.so``) are an **error**. Intel's next to GNU's ``libgomp`` does not
     abort but gives two thread pools fighting for the cores: a **warning**. The fix is one runtime: install
     numpy, torch and mkl from one channel and remove the duplicate ``intel-openmp`` / ``llvm-openmp``; never
@@ -64,8 +70,9 @@ def openmp_duplicate_runtime(facts: Facts, compat):
         tail = (" KMP_DUPLICATE_LIB_OK hides the abort, not the clash." if dup_ok else
                 f" The process aborts: OMP: Error #15: Initializing {second.soname or second.name}, but found "
                 f"{first.soname or first.name} already initialized.")
+        who = "; ".join(f"{lib.path} for {', '.join(_users(facts, lib)) or 'a preload'}" for lib in kmp)
         yield openmp_duplicate_runtime.spec.make(
-            f"{len(kmp)} copies of the Intel/LLVM OpenMP runtime would be loaded into one process.{tail}",
+            f"{len(kmp)} copies of the Intel/LLVM OpenMP runtime would be loaded into one process ({who}).{tail}",
             {"runtimes": [_lib_evidence(facts, lib) for lib in kmp], "kmp_duplicate_lib_ok": dup_ok,
              "gnu_runtimes": [_lib_evidence(facts, lib) for lib in gnu]},
             chain=[_describe(lib) for lib in kmp] + _use_chain(facts, kmp),

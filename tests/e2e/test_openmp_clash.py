@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,48 @@ def test_intel_next_to_gnu_is_a_warning_and_runs(env):
     assert {r["vendor"] for r in sym.evidence["runtimes"]} == {"intel", "gnu"}
     proc = _run(env, [numpy_ext, gomp_torch])
     assert proc.returncode == 0, proc.stderr
+
+
+def _paddle(env) -> Path:
+    """paddlepaddle 3.3.1's shape: paddle/base/libpaddle.so needs libiomp5.so from paddle/libs (DT_RPATH)."""
+    cpukit.omp_runtime(env.site / "paddle/libs/libiomp5.so")
+    ext = cpukit.consumer(env.site / "paddle/base/libpaddle.so", "libpaddle.so", ["libiomp5.so"],
+                          rpath="$ORIGIN/../libs")
+    (env.site / "paddle/__init__.py").write_text("raise ImportError('fixdnn test stub: never import')\n")
+    env.add_dist("paddlepaddle", "3.3.1", ["paddle/__init__.py", "paddle/libs/libiomp5.so", "paddle/base/libpaddle.so"])
+    return ext
+
+
+def _diskannpy(env) -> Path:
+    """diskannpy 0.7: an auditwheel-renamed Intel OpenMP in diskannpy.libs, needed by its extension."""
+    vendored = "libiomp5-3994699c.so"
+    cpukit.omp_runtime(env.site / "diskannpy.libs" / vendored, vendored)
+    ext = cpukit.consumer(env.site / "diskannpy/_diskannpy.cpython-311-x86_64-linux-gnu.so", "_diskannpy.so",
+                          [vendored], rpath="$ORIGIN/../diskannpy.libs")
+    (env.site / "diskannpy/__init__.py").write_text("raise ImportError('fixdnn test stub: never import')\n")
+    env.add_dist("diskannpy", "0.7.0", ["diskannpy/__init__.py", f"diskannpy.libs/{vendored}",
+                                        "diskannpy/" + ext.name])
+    return ext
+
+
+def test_two_ordinary_packages_that_each_ship_intel_openmp(env):
+    """No framework in the fixed list: paddlepaddle's and diskannpy's own copies meet in one process."""
+    paddle = _paddle(env)
+    diskann = _diskannpy(env)
+    facts, found = _diagnose(env)
+    sym = found.get("openmp-duplicate-runtime")
+    assert sym is not None and sym.severity == "error", sorted(found)
+    users = {r["path"]: r["used_by"] for r in sym.evidence["runtimes"]}
+    assert users == {str(env.site / "paddle/libs/libiomp5.so"): ["paddlepaddle"],
+                     str(env.site / "diskannpy.libs/libiomp5-3994699c.so"): ["diskannpy"]}
+    proc = _run(env, [paddle, diskann])
+    assert proc.returncode == -signal.SIGABRT, (proc.returncode, proc.stderr)
+    assert "OMP: Error #15: Initializing libiomp5-3994699c.so, but found libiomp5.so already initialized." in proc.stderr
+
+
+def test_one_package_with_its_own_intel_openmp_is_silent(env):
+    paddle = _paddle(env)
+    facts, found = _diagnose(env)
+    assert "openmp-duplicate-runtime" not in found
+    assert [lib.path for lib in facts.cpu.loaded_runtimes()] == [str(env.site / "paddle/libs/libiomp5.so")]
+    assert _run(env, [paddle]).returncode == 0
