@@ -90,7 +90,7 @@ _SO_CACHE: dict[tuple, list[str]] = {}  # one read of each RECORD per process, w
 
 def shared_objects(host: Host, dist: Distribution) -> list[str]:
     """Absolute paths of the shared objects ``dist`` installed (from its RECORD; [] when unreadable)."""
-    if not dist.record or not dist.record.endswith("RECORD"):
+    if not distinfo.is_record(dist.record):
         return []
     rows = _shared_objects(host, dist)
     return [] if isinstance(rows, HostError) else [os.path.normpath(f"{dist.location}/{rel}") for rel in rows]
