@@ -340,6 +340,7 @@ def _apply_json(plan, facts_value, found, yes: bool) -> int:
 
 
 def _apply(plan, facts_value, found, yes: bool) -> int:
+    from fixdnn.plan.reach import reach
     from fixdnn.repair.acceptance import verifier
     from fixdnn.repair.apply import ApplyError, Target, apply_plan
     from fixdnn.repair.transaction import LockError, TxnError
@@ -355,6 +356,8 @@ def _apply(plan, facts_value, found, yes: bool) -> int:
         out.write(f"  {n}. {action.describe(target.python)}\n")
         if action.reason:
             out.write(f"     why: {action.reason}\n")
+        for r in reach(action):
+            out.write(f"     {r.where}: {r.reaches or 'not reached: ' + r.note}\n")
     for note in plan.notes:
         out.write(f"  note: {note}\n")
     out.flush()

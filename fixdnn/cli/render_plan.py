@@ -7,7 +7,8 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from fixdnn.model.actions import ENV_KINDS, Action, Plan
+from fixdnn.model.actions import ENV_KINDS, PERSISTED_KINDS, Action, Plan
+from fixdnn.plan.reach import reach
 
 _OP = {"env-set": "set", "env-unset": "unset", "path-prepend": "path-prepend", "path-remove": "path-remove"}
 
@@ -21,19 +22,20 @@ def _read(path: Path) -> str:
 
 def env_file_diffs(plan: Plan, prefix: str | None) -> tuple[list[tuple[str, str]], str | None]:
     """[(path, unified diff)] the env actions would produce, or ([], why not)."""
-    env_actions = [a for a in plan.actions if a.kind in ENV_KINDS]
+    env_actions = [a for a in plan.actions if a.kind in PERSISTED_KINDS]
     if not env_actions:
         return [], None
     if not prefix:
         return [], "no environment prefix: variables cannot be persisted"
-    from fixdnn.shell.envfile import EnvFile, EnvFileError, EnvOp
+    from fixdnn.shell.envfile import EnvFile, EnvFileError, EnvOp, Preload
     from fixdnn.shell.install import ShellInstallError, planned_changes
 
     try:
         current = EnvFile.load(EnvFile.path_for(prefix))
         ops = [EnvOp(_OP[a.kind], a.name or "", None if a.kind == "env-unset" else a.value, a.reason,
-                     ", ".join(a.fixes)) for a in env_actions]
-        changes = planned_changes(prefix, EnvFile(current.ops + tuple(ops)))
+                     ", ".join(a.fixes)) for a in env_actions if a.kind in ENV_KINDS]
+        pre = [Preload(a.path or "", a.reason, ", ".join(a.fixes)) for a in env_actions if a.kind == "preload"]
+        changes = planned_changes(prefix, EnvFile(current.ops + tuple(ops), current.preloads + tuple(pre)))
     except (ShellInstallError, EnvFileError) as exc:
         return [], str(exc)
     out = []
@@ -64,11 +66,15 @@ def action_dict(a: Action, python: str | None) -> dict:
         out["name"] = a.name
         out["value"] = a.value
         out["describe"] = a.describe(python)
+    elif a.kind == "preload":
+        out["path"] = a.path
+        out["describe"] = a.describe(python)
     elif a.kind == "write-file":
         out["path"] = a.path
         out["diff"] = _write_file_diff(a)
     else:
         out["text"] = a.text
+    out["reach"] = [{"where": r.where, "reaches": r.reaches, "note": r.note} for r in reach(a)]
     return out
 
 
@@ -105,6 +111,10 @@ def render_plan(data: dict, console) -> None:
         console.print(f"   [dim]why:[/dim] {escape(a['reason'])}")
         if a.get("check"):
             console.print(f"   [dim]checked:[/dim] {escape(a['check'])}")
+        for r in a.get("reach", ()):
+            where = escape(r["where"])
+            console.print(f"   [dim]{where}:[/dim] " + (escape(r["reaches"]) if r["reaches"] else
+                                                       f"[yellow]not reached[/yellow]: {escape(r['note'])}"))
         if a.get("diff"):
             console.print(escape(a["diff"].rstrip("\n")))
     for f in data["files"]:

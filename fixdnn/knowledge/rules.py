@@ -64,6 +64,7 @@ ACTION_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "env-unset": ({"name"}, {"name"}),
     "path-prepend": ({"name", "value"}, {"name", "value"}),
     "path-remove": ({"name", "value"}, {"name", "value"}),
+    "preload": ({"path"}, {"path"}),
     "write-file": ({"path", "content"}, {"path", "content"}),
     "manual": ({"text"}, {"text"}),
 }
@@ -238,6 +239,8 @@ def check_action(where: str, action: Any, roots: set[str] | None) -> dict:
         value = action["value"]
         if not value.startswith("/") and not value.startswith("{"):
             raise RulesError(f"{where}: {kind} value must be an absolute directory, not {value!r}")
+    if kind == "preload" and not action["path"].startswith(("/", "{")):
+        raise RulesError(f"{where}: preload path must be an absolute library file, not {action['path']!r}")
     _deny(where, action)
     return dict(action)
 

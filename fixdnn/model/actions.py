@@ -1,7 +1,10 @@
 """Plan actions: inert values until the transaction executes them. Each can describe itself exactly.
 
-Environment actions (``env-set``, ``env-unset``, ``path-prepend``, ``path-remove``) are persisted through the
-environment's activation scripts (``fixdnn.shell``); pip actions run the *target's* installer with exact pins.
+Environment actions (``env-set``, ``env-unset``, ``path-prepend``, ``path-remove``) are persisted in the
+environment's ``etc/fixdnn/env.toml`` and rendered into its activation scripts and its in-process hook
+(``fixdnn.shell``); ``preload`` (a library copy loaded by absolute path in every Python process of the
+environment before a framework is imported) lives in the same file. Pip actions run the *target's*
+installer with exact pins.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ import os
 import shlex
 from dataclasses import dataclass
 
-KINDS = ("pip-install", "pip-uninstall", "env-set", "env-unset", "path-prepend", "path-remove", "write-file", "manual")
+KINDS = ("pip-install", "pip-uninstall", "env-set", "env-unset", "path-prepend", "path-remove", "preload", "write-file",
+         "manual")
 ENV_KINDS = ("env-set", "env-unset", "path-prepend", "path-remove")
+PERSISTED_KINDS = (*ENV_KINDS, "preload")  # the actions that live in etc/fixdnn/env.toml
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,7 @@ class Action:
     pip_args: tuple[str, ...] = ()  # extra installer arguments (--only-binary=:all:, --require-hashes ...)
     name: str | None = None  # environment variable
     value: str | None = None  # env-set value, or the directory of a path-* action
-    path: str | None = None  # write-file target
+    path: str | None = None  # write-file target; preload: the library file
     content: str | None = None  # write-file content
     text: str | None = None  # manual: exactly what to do, in words
     available: bool | None = None  # pip steps: checked against the index (None = not checked)
@@ -75,6 +80,9 @@ class Action:
             return f"prepend {shlex.quote(self.value or '')} to {self.name} in the environment's activation scripts"
         if self.kind == "path-remove":
             return f"remove {shlex.quote(self.value or '')} from {self.name} in the environment's activation scripts"
+        if self.kind == "preload":
+            return (f"preload {shlex.quote(self.path or '')} in the environment's Python processes before a "
+                    "framework is imported (in-process hook)")
         if self.kind == "write-file":
             return f"write {shlex.quote(self.path or '')}"
         return f"manual: {self.text}"

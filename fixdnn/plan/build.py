@@ -22,7 +22,7 @@ from fixdnn.model.actions import Action, Plan
 from fixdnn.plan.context import Context
 
 _ORDER = {"pip-uninstall": 0, "pip-install": 1, "path-remove": 2, "path-prepend": 3, "env-unset": 4,
-          "env-set": 5, "write-file": 6, "manual": 7}
+          "env-set": 5, "preload": 6, "write-file": 7, "manual": 8}
 _SEVERITY = {"error": 0, "warning": 1, "info": 2}
 ONLY_BINARY = "--only-binary=:all:"
 
@@ -181,6 +181,8 @@ def build_actions(remedy: Remedy, scope: dict, ctx: Context, fixes: str) -> list
             value = kw["value"]
             if not value or not value.startswith("/") or ":" in value:
                 raise RenderError(f"{kind} needs one absolute directory, got {value!r}")
+        if kind == "preload" and (not kw["path"].startswith("/") or "\n" in kw["path"]):
+            raise RenderError(f"preload needs one absolute library file, got {kw['path']!r}")
         if kind in ("env-set", "env-unset", "path-prepend", "path-remove") and \
                 not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", kw["name"]):
             raise RenderError(f"{kw['name']!r} is not a variable name")

@@ -9,8 +9,10 @@ The executor does not care how the plan was made. Per action kind:
   ``--python <target>`` (pip >= 22.3), or by ``uv pip ... --python``.
 * ``pip-uninstall``: the stash *is* the uninstall (same files pip would remove), so it is exact and
   reversible without pip.
-* env actions: one more operation in ``etc/fixdnn/env.toml`` rendered into the activation scripts by
-  ``fixdnn.shell.install``; every file it touches is copied first.
+* env and ``preload`` actions: one more entry in ``etc/fixdnn/env.toml``, rendered by
+  ``fixdnn.shell.install`` into the activation scripts and the in-process hook (``fixdnn.shell.preload``:
+  a ``.pth`` line, its module and its data in site-packages / etc/fixdnn); every file it touches is copied
+  first (or recorded as new), so rollback is byte-exact.
 * ``write-file``: the file is copied first (or recorded as new).
 * ``manual``: never executed; reported back so the CLI can print it.
 
@@ -231,13 +233,17 @@ class Prepared:
 
 
 def _env_file_after(prefix: str, action: Action, current):
-    from fixdnn.shell.envfile import EnvFile, EnvOp
+    from fixdnn.shell.envfile import EnvFile, EnvOp, Preload
 
+    if action.kind == "preload":
+        new_pre = Preload(action.path or "", reason=action.reason, fixes=",".join(action.fixes))
+        kept = tuple(p for p in current.preloads if p.path != new_pre.path)
+        return EnvFile(current.ops, (*kept, new_pre))
     op = {"env-set": "set", "env-unset": "unset"}.get(action.kind, action.kind)
     new = EnvOp(op, action.name or "", action.value if op != "unset" else None, reason=action.reason,
                 fixes=",".join(action.fixes))
     ops = tuple(o for o in current.ops if (o.op, o.name, o.value) != (new.op, new.name, new.value))
-    return EnvFile((*ops, new))
+    return EnvFile((*ops, new), current.preloads)
 
 
 def _probe_writable(folder: str) -> str | None:
@@ -259,7 +265,7 @@ def _probe_writable(folder: str) -> str | None:
 
 def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | None = None) -> list[Prepared]:
     """Dry-run every step and check permissions and room; raises ApplyError and changes nothing."""
-    from fixdnn.shell.envfile import EnvFile
+    from fixdnn.shell.envfile import EnvFile, EnvFileError
     from fixdnn.shell.install import planned_writes
 
     prepared: list[Prepared] = []
@@ -279,12 +285,15 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
         elif action.kind == "pip-uninstall":
             item.stash_names = [canonicalize_name(n) for n in action.packages if canonicalize_name(n) in present]
             dirs.update(target.site_dirs)
-        elif action.kind in ("env-set", "env-unset", "path-prepend", "path-remove"):
+        elif action.kind in ("env-set", "env-unset", "path-prepend", "path-remove", "preload"):
             if env_now is None:
                 env_now = EnvFile.load(EnvFile.path_for(target.prefix))
-            env_now = _env_file_after(target.prefix, action, env_now)
+            try:
+                env_now = _env_file_after(target.prefix, action, env_now)
+                item.writes = [os.fspath(p) for p in planned_writes(target.prefix, env_now, target.site_dirs)]
+            except EnvFileError as exc:
+                raise ApplyError(f"{exc}; nothing changed") from None
             item.env_file = env_now
-            item.writes = [os.fspath(p) for p in planned_writes(target.prefix, env_now)]
             item.needed = 64 << 10
         elif action.kind == "write-file":
             if not action.path or not os.path.isabs(action.path):
@@ -384,15 +393,18 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
                         "created": txn.write_json(f"step-{step}.created.json", created)})
         else:
             txn.append({"op": "done", "step": step})
-    elif action.kind in ("env-set", "env-unset", "path-prepend", "path-remove", "write-file"):
+    elif action.kind in ("env-set", "env-unset", "path-prepend", "path-remove", "preload", "write-file"):
         from fixdnn.shell.envfile import EnvFile
         from fixdnn.shell.install import install, planned_writes
+        from fixdnn.shell.preload import files as preload_files
 
         if action.kind == "write-file":
             writes = [action.path]
         else:
-            writes = [os.fspath(p) for p in planned_writes(target.prefix, item.env_file)]
+            writes = [os.fspath(p) for p in planned_writes(target.prefix, item.env_file, target.site_dirs)]
             writes.append(os.fspath(EnvFile.path_for(target.prefix)))
+            # every file the in-process hook can own, its bytecode included, so rollback is byte-exact
+            writes += [os.fspath(p) for p in preload_files(target.prefix, target.site_dirs)]
         intent["backup"] = txn.backup_files(step, list(dict.fromkeys(writes)))
         txn.append(intent)
         txnmod._hook(f"{step}:intent")
@@ -400,7 +412,12 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
         if action.kind == "write-file":
             write_atomic(action.path, action.content or "", make_parents=True)
         else:
-            install(target.prefix, item.env_file)
+            from fixdnn.shell.envfile import EnvFileError
+
+            try:
+                install(target.prefix, item.env_file, target.site_dirs)
+            except EnvFileError as exc:  # e.g. a preloaded library vanished since prepare
+                raise ApplyError(str(exc)) from None
         txn.append({"op": "done", "step": step})
     txnmod._hook(f"{step}:done")
 

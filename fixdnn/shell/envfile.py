@@ -12,7 +12,14 @@ The file holds ordered operations on environment variables::
     fixes = "cudnn-not-found"
 
 ``value`` is the new value for ``set``, the directory for the ``path-*`` operations, and absent for
-``unset``. Everything is validated when loaded or built, so renderers only ever see safe names and
+``unset``. ``[[preload]]`` tables name library copies the in-process hook (``fixdnn.shell.preload``) loads
+by absolute path before a framework is imported; shells ignore them::
+
+    [[preload]]
+    path = "/opt/cudnn/lib/libcudnn.so.9"
+    reason = "..."
+    fixes = "cudnn-not-on-search-path"
+ Everything is validated when loaded or built, so renderers only ever see safe names and
 absolute directories. :func:`apply_ops` is the pure Python model of what the rendered scripts do.
 """
 
@@ -105,10 +112,34 @@ class EnvOp:
 
 
 @dataclass(frozen=True)
+class Preload:
+    """One library copy to load first, by absolute path, inside every process of the environment."""
+
+    path: str
+    reason: str = ""
+    fixes: str = ""
+
+    def __post_init__(self) -> None:
+        problem = None
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            problem = "the library path must be absolute"
+        elif any(c in self.path for c in "\0\n\r"):
+            problem = "the library path contains a NUL or a line break"
+        elif not isinstance(self.reason, str) or not isinstance(self.fixes, str):
+            problem = "reason and fixes must be text"
+        if problem:
+            raise EnvFileError(f"preload {_one_line(str(self.path))}: {problem}")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason, "fixes": self.fixes}
+
+
+@dataclass(frozen=True)
 class EnvFile:
-    """The ordered operations of one environment."""
+    """The ordered operations of one environment, and the copies its processes preload."""
 
     ops: tuple[EnvOp, ...] = field(default_factory=tuple)
+    preloads: tuple[Preload, ...] = field(default_factory=tuple)
 
     @staticmethod
     def path_for(prefix: str | os.PathLike[str]) -> Path:
@@ -127,9 +158,9 @@ class EnvFile:
         version = data.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise EnvFileError(f"{source}: unsupported version {version!r} (expected {FORMAT_VERSION})")
-        stray = sorted(set(data) - {"version", "ops"})
+        stray = sorted(set(data) - {"version", "ops", "preload"})
         if stray:  # a typo such as [[op]] must not silently mean "no changes"
-            raise EnvFileError(f"{source}: unknown key {stray[0]!r} (expected 'version' and [[ops]] tables)")
+            raise EnvFileError(f"{source}: unknown key {stray[0]!r} (expected 'version', [[ops]] and [[preload]] tables)")
         raw_ops = data.get("ops", [])
         if not isinstance(raw_ops, list):
             raise EnvFileError(f"{source}: 'ops' must be an array of tables ([[ops]])")
@@ -145,7 +176,7 @@ class EnvFile:
                                  reason=raw.get("reason", ""), fixes=raw.get("fixes", "")))
             except EnvFileError as e:
                 raise EnvFileError(f"{source}: ops #{i} ({e})") from None
-        return cls(tuple(ops))
+        return cls(tuple(ops), _preloads(data.get("preload", []), source))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EnvFile:
@@ -168,10 +199,30 @@ class EnvFile:
         for op in self.ops:
             lines += ["", "[[ops]]"]
             lines += [f"{key} = {toml_string(val)}" for key, val in op.to_dict().items()]
+        for pre in self.preloads:
+            lines += ["", "[[preload]]"]
+            lines += [f"{key} = {toml_string(val)}" for key, val in pre.to_dict().items()]
         return "\n".join(lines) + "\n"
 
     def dump(self, path: str | os.PathLike[str]) -> None:
         write_atomic(path, self.dumps(), make_parents=True)  # a crash never leaves half an env.toml
+
+
+def _preloads(raw: object, source: str) -> tuple[Preload, ...]:
+    if not isinstance(raw, list):
+        raise EnvFileError(f"{source}: 'preload' must be an array of tables ([[preload]])")
+    out = []
+    for i, item in enumerate(raw, 1):
+        if not isinstance(item, dict):
+            raise EnvFileError(f"{source}: preload #{i}: must be a table")
+        unknown = set(item) - {"path", "reason", "fixes"}
+        if unknown:
+            raise EnvFileError(f"{source}: preload #{i}: unknown keys {', '.join(sorted(unknown))}")
+        try:
+            out.append(Preload(item.get("path"), item.get("reason", ""), item.get("fixes", "")))
+        except EnvFileError as e:
+            raise EnvFileError(f"{source}: preload #{i} ({e})") from None
+    return tuple(out)
 
 
 def toml_string(text: str) -> str:
@@ -226,7 +277,7 @@ def apply_ops(environ: Mapping[str, str], ops: Iterable[EnvOp]) -> dict[str, str
     return env
 
 
-__all__ = ["ENV_TOML", "OPS", "EnvFile", "EnvFileError", "EnvOp", "apply_ops", "toml_string", "touched_names"]
+__all__ = ["ENV_TOML", "OPS", "EnvFile", "EnvFileError", "EnvOp", "Preload", "apply_ops", "toml_string", "touched_names"]
 
 
 def activated_environ(prefix: str | os.PathLike, environ: Mapping[str, str]) -> dict[str, str]:

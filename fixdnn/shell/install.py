@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from fixdnn.base.atomic import write_atomic
 from fixdnn.shell.envfile import EnvFile, EnvFileError
+from fixdnn.shell.preload import files as preload_files
+from fixdnn.shell.preload import render as preload_render
 from fixdnn.shell.render import prefix_key, render_fish, render_posix
 
 if TYPE_CHECKING:
@@ -128,11 +130,16 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _desired(prefix: Path, env: EnvFile | None) -> Iterator[tuple[Path, str]]:
+def _desired(prefix: Path, env: EnvFile | None, site_dirs: tuple[str, ...] = ()) -> Iterator[tuple[Path, str]]:
     if env is None:
         env = EnvFile.load(EnvFile.path_for(prefix))
+        toml = _read(EnvFile.path_for(prefix)) or ""
     else:
-        yield EnvFile.path_for(prefix), env.dumps()
+        toml = env.dumps()
+        yield EnvFile.path_for(prefix), toml
+    # the in-process repair comes from the same data as the scripts, so the two never disagree
+    for path, data in preload_render(prefix, env, toml, site_dirs):
+        yield path, data.decode("utf-8", "surrogateescape")
     key = prefix_key(prefix)
     yield prefix / "etc/fixdnn/env.sh", render_posix(env.ops, key)
     yield prefix / "etc/fixdnn/env.fish", render_fish(env.ops, key)
@@ -152,22 +159,25 @@ def _desired(prefix: Path, env: EnvFile | None) -> Iterator[tuple[Path, str]]:
         yield fish, _with_block(text, _FISH_BLOCK)
 
 
-def planned_changes(prefix: str | os.PathLike[str], env: EnvFile | None) -> list[tuple[Path, str]]:
+def planned_changes(prefix: str | os.PathLike[str], env: EnvFile | None,
+                    site_dirs: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
     """(file, new content) for every file ``install(prefix, env)`` would change: diffs for a dry run."""
-    return [(path, text) for path, text in _desired(Path(prefix), env) if _read(path) != text]
+    return [(path, text) for path, text in _desired(Path(prefix), env, site_dirs) if _read(path) != text]
 
 
-def planned_writes(prefix: str | os.PathLike[str], env: EnvFile | None = None) -> list[Path]:
+def planned_writes(prefix: str | os.PathLike[str], env: EnvFile | None = None,
+                   site_dirs: tuple[str, ...] = ()) -> list[Path]:
     """Files ``install(prefix, env)`` would create or change, so a transaction can back them up first."""
-    return [path for path, _ in planned_changes(prefix, env)]
+    return [path for path, _ in planned_changes(prefix, env, site_dirs)]
 
 
-def install(prefix: str | os.PathLike[str], env: EnvFile | None = None) -> list[Path]:
-    """Render the env file (writing ``env`` to env.toml first when given) and hook activation.
+def install(prefix: str | os.PathLike[str], env: EnvFile | None = None, site_dirs: tuple[str, ...] = ()) -> list[Path]:
+    """Render the env file (writing ``env`` to env.toml first when given) into the activation scripts and
+    the in-process preload (``fixdnn.shell.preload``; ``site_dirs``: the target's, to place its hook).
 
     Idempotent; returns the files it created or changed (none when already up to date).
     """
-    changes = planned_changes(prefix, env)
+    changes = planned_changes(prefix, env, site_dirs)
     for path, text in changes:
         write_atomic(path, text, make_parents=True)
     return [path for path, _ in changes]
@@ -185,6 +195,7 @@ def uninstall(prefix: str | os.PathLike[str]) -> list[Path]:
             touched.append(path)
     rendered = [prefix / "etc/fixdnn/env.sh", prefix / "etc/fixdnn/env.fish"]
     rendered += [prefix / "etc/conda" / folder / f"fixdnn.{ext}" for folder, ext in _CONDA]
+    rendered += preload_files(prefix)
     for path in rendered:
         if path.exists():
             path.unlink()

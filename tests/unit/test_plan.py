@@ -124,8 +124,10 @@ def test_not_on_search_path_offline_prepends_the_copy(tf_env, environ, tmp_path)
     _, _, online = plan_for(tf_env.python, environ)
     assert for_symptom(online, "cudnn-not-on-search-path")[0].packages == ("tensorflow[and-cuda]==2.20.0",)
     _, _, offline = plan_for(tf_env.python, environ, offline=True)
-    [a] = for_symptom(offline, "cudnn-not-on-search-path")
+    [a, pre] = for_symptom(offline, "cudnn-not-on-search-path")
     assert (a.kind, a.name, a.value) == ("path-prepend", "LD_LIBRARY_PATH", str(root / "lib"))
+    # the same copy also reaches processes that never source the activation scripts
+    assert (pre.kind, pre.path) == ("preload", str(root / "lib/libcudnn.so.9"))
 
 
 def test_wheel_collision_and_cuda_runtime_missing(tmp_path, environ):
@@ -211,7 +213,8 @@ def test_contradicting_path_actions_keep_the_first():
     s = [Symptom("FDN102", "cudnn-version-mismatch", "error", "", mism),
          Symptom("FDN301", "ld-library-path-missing-dir", "warning", "", missing_dir)]
     p = plan(s, _ctx(offline=True), RULES, COMPAT)
-    assert [(a.kind, a.value) for a in p.actions] == [("path-prepend", "/opt/d/lib")]
+    assert [(a.kind, a.value or a.path) for a in p.actions] == [("path-prepend", "/opt/d/lib"),
+                                                                ("preload", "/opt/d/lib/libcudnn.so.9")]
     assert any("contradicts" in n for n in p.notes)
 
 
@@ -282,3 +285,20 @@ def test_a_target_pip_too_old_for_dry_run_is_replaced_by_fixdnns_own(torch_env, 
     ctx = context_mod.build(facts, Host(environ=environ), compat=COMPAT)
     assert ctx.installer == "pip"
     assert ctx.installer_argv == (sys.executable, "-m", "pip", "--python", str(torch_env.python))
+
+
+def test_each_change_says_where_it_lives_and_what_it_reaches():
+    from fixdnn.model.actions import Action
+
+    from fixdnn.plan.reach import EVERY_PYTHON, reach, unreached
+
+    prepend = Action("path-prepend", ("x",), name="LD_LIBRARY_PATH", value="/opt/c/lib")
+    places = {r.where: r for r in reach(prepend, kernelspecs=2)}
+    assert set(places) == {"activation", "in-process", "kernelspec"}
+    assert places["in-process"].reaches == "" and "child processes" in places["in-process"].note
+    assert "2 Jupyter kernelspec" in places["kernelspec"].reaches
+    assert [r.reaches for r in reach(Action("preload", ("x",), path="/opt/c/lib/libcudnn.so.9"))] == [EVERY_PYTHON]
+    unset = Action("env-unset", ("y",), name="KMP_DUPLICATE_LIB_OK")
+    assert {r.where: bool(r.reaches) for r in reach(unset, 1)} == {"activation": True, "in-process": True,
+                                                                   "kernelspec": False}
+    assert len(unreached(unset, 1)) == 1 and reach(Action("manual", text="x")) == []
