@@ -2,7 +2,8 @@
 
 torch: ``torch/version.py`` and its Requires-Dist pins; TensorFlow: ``build_info.py`` parsed with
 ``ast`` plus the compat tables; JAX: the CUDA plugin's version and the compat tables; ONNX Runtime: the
-DT_NEEDED entries of its CUDA provider; CuPy: the CUDA major in its distribution name.
+DT_NEEDED entries of its CUDA provider and the cuDNN it loads by name; PaddlePaddle: ``paddle/version``;
+CuPy: the CUDA major in its distribution name.
 """
 
 from __future__ import annotations
@@ -238,15 +239,88 @@ def _needs_from_elf(host: Host, path: str, source: str) -> tuple[Need, ...]:
     return tuple(needs)
 
 
+def _cuda_from_file(host: Host, path: str) -> str | None:
+    """``cuda_version = '12.8'`` of a generated build-info module (read, never imported)."""
+    try:
+        value = _assignments(host.read_text(path, limit=64 << 10)).get("cuda_version")
+    except HostError:
+        return None
+    return value if isinstance(value, str) and value[:1].isdigit() else None
+
+
+def _dlopen_cudnn(dist: Distribution, compat: Compat, cuda: str | None, source: str,
+                  extras: tuple[str, ...] = ()) -> Need | None:
+    """A cuDNN the framework loads by name at run time: major and wheel from its Requires-Dist (extras
+    such as onnxruntime-gpu[cudnn]) when declared, else the compat table's major for its CUDA major."""
+    for extra in extras + (None,):
+        req = _cudnn_from_requires(dist, extra=extra)
+        if req is not None:
+            return Need("cudnn", req.major, None, req.pin, f"{source}; {req.source}", req.wheel)
+    try:
+        major = compat.dlopen_cudnn.get(Version(cuda).major) if cuda else None
+    except InvalidVersion:
+        major = None
+    return Need("cudnn", major, None, None, f"{source}; compat table: CUDA {cuda} builds use cuDNN {major}") \
+        if major else None
+
+
 def _onnxruntime(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
-    provider = f"{dist.location}/onnxruntime/capi/libonnxruntime_providers_cuda.so"
+    """onnxruntime-gpu: the CUDA execution provider library is dlopen()ed when a session asks for it. Its
+    DT_NEEDED names the CUDA libraries; cuDNN is either DT_NEEDED too or dlopen()ed by name from it, so
+    it is found through the provider's own search path (or a copy already loaded: ``import torch`` first,
+    or ``onnxruntime.preload_dlls()``, which loads ``<site>/nvidia/cudnn/lib/libcudnn.so.9`` by path)."""
+    capi = f"{dist.location}/onnxruntime/capi"
+    provider = f"{capi}/libonnxruntime_providers_cuda.so"
     if not host.exists(provider):
         return Framework("onnxruntime", dist.name, dist.version, False, None, (), None, "needed",
                          ("no CUDA execution provider library",)), []
-    needs = _needs_from_elf(host, provider, "libonnxruntime_providers_cuda.so")
+    needs = list(_needs_from_elf(host, provider, "libonnxruntime_providers_cuda.so"))
     cudart = next((n for n in needs if n.library == "cudart"), None)
-    return Framework("onnxruntime", dist.name, dist.version, True, str(cudart.major) if cudart else None,
-                     needs, provider, "needed"), []
+    cuda = _cuda_from_file(host, f"{capi}/build_and_package_info.py") or \
+        _cuda_from_file(host, f"{capi}/version_info.py") or (str(cudart.major) if cudart else None)
+    notes = ["onnxruntime.preload_dlls() (or importing torch first) loads the nvidia-* wheels' copies by path "
+             "before the provider; without it the provider's own search path decides"]
+    if not any(n.library == "cudnn" for n in needs):
+        cudnn = _dlopen_cudnn(dist, compat, cuda, "libonnxruntime_providers_cuda.so loads libcudnn.so.N with dlopen",
+                              ("cudnn", "cuda"))
+        if cudnn is not None:
+            needs.insert(0, cudnn)
+    return Framework("onnxruntime", dist.name, dist.version, True, cuda, tuple(needs), provider, "needed",
+                     tuple(notes)), []
+
+
+def _paddle(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
+    """paddlepaddle-gpu: ``paddle/version/__init__.py`` says the build's CUDA and cuDNN; the phi dynamic
+    loader dlopen()s cuDNN when first used: by full path from ``<site>/nvidia/cudnn/lib`` for builds with
+    pip CUDA libraries, then by name from its own library, then from /usr/local/cuda/lib64."""
+    base = f"{dist.location}/paddle"
+    try:
+        values = _assignments(host.read_text(f"{base}/version/__init__.py", limit=64 << 10))
+    except HostError as exc:
+        return Framework("paddle", dist.name, dist.version, False, None, (), None, "dlopen"), \
+            [Unknown(f"{base}/version/__init__.py", exc.reason)]
+    gpu = str(values.get("with_gpu", "")).upper() == "ON"
+    if not gpu:
+        return Framework("paddle", dist.name, dist.version, False, None, (), None, "dlopen",
+                         ("CPU build: convolutions use oneDNN, no cuDNN needed",)), []
+    cuda = _cuda_from_file(host, f"{base}/version/__init__.py")
+    cudnn_version = str(values.get("cudnn_version") or "")
+    needs: list[Need] = []
+    notes = ["Paddle only warns when the cuDNN minor is lower than its build's; another major fails"]
+    if cudnn_version[:1].isdigit():
+        major = int(cudnn_version.split(".")[0])
+        pin = _cudnn_from_requires(dist)
+        needs.append(Need("cudnn", major, None, pin.pin if pin else None,
+                          f"paddle/version/__init__.py cudnn_version = {cudnn_version!r}", pin.wheel if pin else None))
+    else:
+        need = _dlopen_cudnn(dist, compat, cuda, "Paddle's dynamic loader dlopen()s libcudnn.so.N")
+        needs += [need] if need else []
+    loaded_by = _first_existing(host, [f"{base}/libs/libphi_core.so", f"{base}/libs/libphi_gpu.so",
+                                       f"{base}/libs/libphi.so", f"{base}/base/libpaddle.so"])
+    if str(values.get("with_pip_cuda_libraries", "")).upper() == "ON":
+        notes.append("pip CUDA libraries: cuDNN is first loaded by path from nvidia/cudnn/lib beside paddle")
+    return Framework("paddle", dist.name, dist.version, True, cuda, tuple(needs), loaded_by, "dlopen",
+                     tuple(notes)), []
 
 
 def _cupy(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
@@ -269,8 +343,10 @@ def gather(host: Host, distributions: tuple[Distribution, ...], compat: Compat) 
             probe = _tensorflow
         elif dist.name in jax_plugins:
             probe = _jax
-        elif dist.name == "onnxruntime-gpu":
+        elif dist.name in ("onnxruntime-gpu", "onnxruntime-cuda"):
             probe = _onnxruntime
+        elif dist.name in ("paddlepaddle-gpu", "paddlepaddle"):
+            probe = _paddle
         elif re.match(r"^cupy-cuda\d", dist.name):
             probe = _cupy
         else:

@@ -76,6 +76,13 @@ def _python_preload(host: Host, target: TargetInfo, fw: Framework, family: str, 
         if loaded_as != soname:  # e.g. a cuDNN 8 found first: preloaded, but it does not answer libcudnn.so.9
             return None, (note + f" (SONAME {loaded_as}, not {soname}: the loader still has to find {soname})",)
         return path, (note,)
+    if fw.name == "paddle" and family == "cudnn" and any(n.startswith("pip CUDA libraries") for n in fw.notes):
+        # FLAGS_cudnn_dir = <paddle>/../nvidia/cudnn/lib: dlopen() of that full path first, when it exists.
+        dist_dir = fw.loaded_by.rsplit("/paddle/", 1)[0] if fw.loaded_by and "/paddle/" in fw.loaded_by else None
+        path = f"{dist_dir}/nvidia/cudnn/lib/{soname}" if dist_dir else None
+        if path and host.exists(path):
+            return path, (f"Paddle: dlopen of FLAGS_cudnn_dir/{soname} = {path}",)
+        return None, (f"Paddle: no {soname} in nvidia/cudnn/lib beside paddle; falls back to dlopen({soname!r})",)
     if fw.name == "jax":
         # nvidia.cudnn.__path__[0]: the first sys.path entry holding an nvidia/<folder> package.
         for index, entry in enumerate(target.sys_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -145,6 +145,7 @@ class Compat:
     unsuffixed_since: int
     keep_suffix: tuple[str, ...]
     gpu: GpuTables | None = None  # rules/compat/gpu.toml (fixdnn.knowledge.gpu)
+    dlopen_cudnn: dict[int, int] = field(default_factory=dict)  # CUDA major -> cuDNN major loaded by name
 
     def tf_build(self, version: str) -> TfBuild | None:
         try:
@@ -235,6 +236,7 @@ def _load(directory: str) -> Compat:
         for major, spec in need(lib_path, lib_text, libs, "cudnn", dict).items()
     }
     cuda_libs = {int(m): dict(spec) for m, spec in need(lib_path, lib_text, libs, "cuda", dict).items()}
+    dlopen_cudnn = {int(m): int(v) for m, v in dict(libs.get("dlopen_cudnn", {})).items()}
     wheels = dict(need(lib_path, lib_text, libs, "wheels", dict))
     unsuffixed = int(wheels.pop("unsuffixed_since", 99))
     return Compat(
@@ -248,6 +250,7 @@ def _load(directory: str) -> Compat:
         cuda_libs=cuda_libs,
         wheels=wheels,
         unsuffixed_since=unsuffixed,
+        dlopen_cudnn=dlopen_cudnn,
         keep_suffix=tuple(libs.get("wheels_keep_suffix", {}).get("families", ("cudnn",))),
         gpu=gpu_tables.load(base) if (base / "gpu.toml").is_file() else None,
     )
