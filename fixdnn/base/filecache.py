@@ -64,7 +64,7 @@ class FileCache:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        from fixdnn.base.state import write_atomic
+        from fixdnn.base.atomic import write_atomic
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -455,6 +455,33 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _rewritten_shebang(host: Host, path: str) -> str | None:
+    """The first line of a script in a ``bin/`` folder whose ``#!`` runs that folder's python: a relocated
+    environment (venv-pack, conda-pack, a Dockerfile ``sed``) rewrites exactly that line of every console
+    script, so such a script that differs from its record is relocated, not corrupted. None for anything
+    else. (A script edited below a rewritten first line looks the same: the record's hash covers the whole
+    file and the old first line is not kept anywhere.)"""
+    if os.path.basename(os.path.dirname(path)) != "bin":
+        return None
+    try:
+        with host.open_binary(path) as fh:
+            head = fh.read(SHEBANG_LIMIT)
+    except (HostError, OSError):
+        return None
+    if not head.startswith(b"#!") or b"\0" in head:
+        return None
+    line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+    interpreter = line[2:].strip().split(" ", 1)[0]
+    # Relocated *here*: the script now runs this bin/ folder's python (or finds one through env).
+    here = os.path.dirname(path) + "/python"
+    if interpreter.startswith(here) or interpreter == "/usr/bin/env" or line.startswith("#!/bin/sh"):
+        return line
+    return None
+
+
+SHEBANG_LIMIT = 4096
+
+
 def verify(host: Host, packages: list[Package], cache_file: Path | None,
            save_to=None, loaded: tuple[dict, dict] | None = None,
            notice: Callable[[str], None] | None = None) -> tuple[InstallCheck, ...]:
@@ -541,7 +568,9 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
                 bad.append(BadFile(e.recorded, "unreadable", want_size, _kind(st.st_mode), link))
                 continue
             if e.size is not None and st.st_size != e.size:
-                bad.append(BadFile(e.recorded, "size", want_size, f"{st.st_size} bytes", link))
+                shebang = _rewritten_shebang(host, e.path)
+                bad.append(BadFile(e.recorded, "shebang", want_size, shebang, link) if shebang else
+                           BadFile(e.recorded, "size", want_size, f"{st.st_size} bytes", link))
                 continue
             if e.algorithm is None:
                 continue
@@ -551,7 +580,9 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
                 continue
             got = digests[k]
             if got != e.digest:
-                bad.append(BadFile(e.recorded, e.algorithm, _fmt(e.style, e.algorithm, e.digest),
+                shebang = _rewritten_shebang(host, e.path)
+                bad.append(BadFile(e.recorded, "shebang", want_size, shebang, link) if shebang else
+                           BadFile(e.recorded, e.algorithm, _fmt(e.style, e.algorithm, e.digest),
                                    _fmt(e.style, e.algorithm, got), link))
         results.append(InstallCheck(pkg.name, pkg.version, pkg.source, pkg.record, checked, pkg.skipped,
                                     tuple(bad[:BAD_CAP]), len(bad)))

@@ -256,19 +256,29 @@ def cudnn_shadowed(facts: Facts, compat):
             hint=f"remove {entry['path'] if entry else shadow['shadowing_dir']} from the search path that reaches it")
 
 
-@check("FDN105", "cudnn-incomplete", "error", "cuDNN sub-libraries are missing or of mixed versions")
+def _damaged(outcome: LoadOutcome) -> bool:
+    """The loader found a file by that name and refused it (file too short, invalid ELF header ...)."""
+    return any(step.outcome == "invalid" for step in outcome.resolution.chain)
+
+
+@check("FDN105", "cudnn-incomplete", "error", "cuDNN sub-libraries are missing, damaged or of mixed versions")
 def cudnn_incomplete(facts: Facts, compat):
     """``libcudnn.so.N`` is only a shim: it ``dlopen()``s its sub-libraries (``libcudnn_graph``,
     ``libcudnn_cnn``, ...) lazily. A missing one aborts the process at first use ("Invalid handle. Cannot
-    load symbol cudnnGetVersion", "Unable to load any of {libcudnn_cnn.so.9...}"); mixed versions make
-    ``cudnnGetVersion`` report the graph library's version, not the shim's."""
+    load symbol cudnnGetVersion", "Unable to load any of {libcudnn_cnn.so.9...}"); a damaged one (cut short
+    by a full disk or an interrupted copy: "file too short") fails the same way and is named as damaged,
+    with the loader's reason, not as missing; mixed versions make ``cudnnGetVersion`` report the graph
+    library's version, not the shim's."""
     for fw, need, outcome in cudnn_needs(facts):
         if outcome is None or outcome.path is None:
             continue
         shim = facts.copy_at(outcome.path)
         required, _optional = compat.cudnn_sets.get(need.major, ((), ()))
         subs = [o for o in facts.loads_of(fw.name) if o.library.startswith("cudnn_")]
-        missing = [o.soname for o in subs if o.path is None and o.library in required]
+        absent = [o for o in subs if o.path is None and o.library in required]
+        # A file that is there but cannot be mapped (cut short, not an ELF) is damaged, not missing.
+        damaged = {o.soname: o.resolution.error for o in absent if _damaged(o)}
+        missing = [o.soname for o in absent if o.soname not in damaged]
         versions: dict[str, list[str]] = defaultdict(list)
         for o in subs:
             copy = facts.copy_at(o.path)
@@ -278,16 +288,18 @@ def cudnn_incomplete(facts: Facts, compat):
             versions[shim.version].append(outcome.soname)
         full = {v: names for v, names in versions.items() if (version_tuple(v) and len(version_tuple(v)) >= 2)}
         mixed = len(full) > 1
-        if not missing and not mixed:
+        if not missing and not mixed and not damaged:
             continue
         parts = []
         if missing:
             parts.append("missing " + ", ".join(missing))
+        if damaged:
+            parts.append("damaged " + "; ".join(damaged.values()))
         if mixed:
             parts.append("mixed versions " + ", ".join(sorted(full)))
         yield cudnn_incomplete.spec.make(
             f"the cuDNN at {outcome.path.rsplit('/', 1)[0]} is incomplete: " + "; ".join(parts),
-            {"framework": fw.name, "shim": outcome.path, "missing": missing,
+            {"framework": fw.name, "shim": outcome.path, "missing": missing, "damaged": damaged,
              "versions": {v: sorted(n) for v, n in full.items()}},
             chain=tuple(f"{o.soname}: {o.path or 'not found'}" for o in subs),
             hint=f"reinstall the whole cuDNN {need.major} (e.g. {need.pin})" if need.pin

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import check
 
@@ -27,10 +29,19 @@ def install_corrupted(facts: Facts, compat):
 
     By default only packages that can break a DNN process are checked (frameworks, ``nvidia-*`` and
     ``cuda-*`` wheels, MKL/OpenMP runtimes, NumPy/SciPy: ``rules/compat/integrity.toml``);
-    ``fixdnn --verify-all`` checks every package. Reinstalling the same version restores the files."""
+    ``fixdnn --verify-all`` checks every package. Reinstalling the same version restores the files.
+
+    A console script in ``bin/`` whose only change is its ``#!`` line is not counted: relocating an
+    environment (``venv-pack``, ``conda-pack``, a ``sed`` in a Dockerfile) rewrites that line in every script,
+    and reinstalling torch or numpy would not be a repair."""
     for item in facts.integrity:
-        if not item.bad_count:
+        # A console script whose first line was rewritten is a relocated environment, not a damaged one.
+        relocated = sum(1 for b in item.bad if b.problem == "shebang")
+        bad = [b for b in item.bad if b.problem != "shebang"]
+        bad_count = item.bad_count - relocated
+        if bad_count <= 0:
             continue
+        item = replace(item, bad=tuple(bad), bad_count=bad_count)
         shown = item.bad[:SHOWN]
         kinds = sorted({b.problem for b in item.bad})
         who = "pip" if item.source == "pip" else "conda"

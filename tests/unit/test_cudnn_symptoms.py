@@ -127,6 +127,16 @@ def test_cudnn_incomplete_missing_sublibrary(torch_env, environ):
     assert s.evidence["missing"] == ["libcudnn_cnn.so.9"]
 
 
+def test_cudnn_incomplete_names_a_truncated_sublibrary_damaged_not_missing(torch_env, environ):
+    lib = torch_env.cudnn_lib / "libcudnn_cnn.so.9"
+    lib.write_bytes(lib.read_bytes()[:40])  # a full disk: the file is there, cut short
+    _, symptoms = run_diagnosis(torch_env.python, environ)
+    s = by_name(symptoms, "cudnn-incomplete")
+    assert s.evidence["missing"] == []
+    assert s.evidence["damaged"] == {"libcudnn_cnn.so.9": f"{lib}: file too short"}
+    assert "damaged" in s.summary and "missing" not in s.summary
+
+
 def test_cudnn_incomplete_mixed_versions(tf_env, environ, tmp_path):
     """Only the shim copied over a tarball install: sub-libraries of another release."""
     lib = stray_cudnn(tmp_path / "cuda", "9.3.0")

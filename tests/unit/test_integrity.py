@@ -326,3 +326,41 @@ def test_hostile_prefix_and_file_names(tmp_path):
     (env.site / rel).write_bytes(b"PAYLOAD")
     _, bad, _ = env.bad()
     assert bad[rel].problem == "sha256"
+
+
+SCRIPT_BODY = ("# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom numpy.f2py import main\n"
+               "if __name__ == '__main__':\n    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+               "    sys.exit(main())\n")
+
+
+def _numpy_with_a_script(tmp_path) -> tuple[EnvBuilder, object]:
+    env = EnvBuilder(tmp_path / "packed")
+    script = env.prefix / "bin" / "f2py"
+    script.write_text("#!/build/old-prefix/bin/python3.11\n" + SCRIPT_BODY)
+    (env.site / "numpy").mkdir()
+    (env.site / "numpy/__init__.py").write_text("")
+    env.add_dist("numpy", "2.3.0", ["numpy/__init__.py", "../../../bin/f2py"])
+    return env, script
+
+
+@pytest.mark.parametrize("first_line, corrupted", [
+    ("#!{prefix}/bin/python", False),  # venv-pack / conda-pack / sed: relocated to where it is now
+    ("#!/usr/bin/env python3", False),
+    ("#!/tmp/evil/python", True),  # not this environment's interpreter: a change, not a relocation
+])
+def test_a_rewritten_shebang_is_relocation_not_corruption(tmp_path, first_line, corrupted):
+    env, script = _numpy_with_a_script(tmp_path)
+    script.write_text(first_line.format(prefix=env.prefix) + "\n" + SCRIPT_BODY)
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    facts, symptoms = run_diagnosis(env.python, environ)
+    found = [s for s in symptoms if s.name == "install-corrupted"]
+    assert bool(found) is corrupted, found
+    check = next(c for c in facts.integrity if c.distribution == "numpy")
+    assert [b.problem for b in check.bad] == (["size"] if corrupted else ["shebang"])
+
+
+def test_a_changed_body_under_the_original_shebang_is_corruption(tmp_path):
+    env, script = _numpy_with_a_script(tmp_path)
+    script.write_text("#!/build/old-prefix/bin/python3.11\n" + SCRIPT_BODY.replace("main()", "evil()"))
+    facts, symptoms = run_diagnosis(env.python, {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert [s.evidence["distribution"] for s in symptoms if s.name == "install-corrupted"] == ["numpy"]
