@@ -41,13 +41,6 @@ def _host(opts: dict):
     return Host(root=root)
 
 
-def _notice(text: str) -> None:
-    """A word before a long quiet step, for a person at a terminal (never in pipes or JSON)."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"fixdnn: {text}\n")
-        sys.stderr.flush()
-
-
 def _gather(opts: dict):
     from fixdnn.facts import gather, loads_json
     from fixdnn.target.interpreter import TargetSpec
@@ -72,10 +65,13 @@ def _gather(opts: dict):
         return replace(saved, lock=_read_lock(opts["lock"], conda_subdir(saved.target.platform, saved.target.machine)))
     from fixdnn.facts.lockfile import LockfileError
 
+    from fixdnn.cli.progress import status
+
     try:
-        return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
-                      verify_all=bool(opts.get("verify_all")), lock=opts.get("lock"),
-                      save_cache=not opts.get("dry_run"), notice=_notice)
+        with status(opts, "reading the environment: packages, ELF files, loader cache") as shown:
+            return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
+                          verify_all=bool(opts.get("verify_all")), lock=opts.get("lock"),
+                          save_cache=not opts.get("dry_run"), notice=shown.update)
     except LockfileError as exc:
         raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else str(exc)) from None
 
@@ -122,7 +118,7 @@ def diagnose(opts: dict) -> int:
         from rich.console import Console
 
         console = Console(highlight=False, soft_wrap=True)
-        render_text(report, console)
+        render_text(report, console, verbose=bool(opts.get("verbose")), quiet=bool(opts.get("quiet")))
         if plan_data is not None:
             from fixdnn.cli.render_plan import render_plan
 
@@ -168,6 +164,10 @@ def main(
     ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "quiet": quiet,
                "verbose": verbose, "facts_file": facts_file, "verify_all": verify_all, "dry_run": dry_run,
                "offline": offline, "rules": list(rules or ()), "lock": lock}
+    if rules:  # checked up front: a folder fixdnn would ignore is a mistake to say now, whatever the command
+        from fixdnn.knowledge.rules import check_extra
+
+        check_extra(rules)
     _report_interrupted()
     if ctx.invoked_subcommand is None:
         raise typer.Exit(diagnose(ctx.obj))
@@ -304,7 +304,7 @@ def apply_command(
     plan = build_plan(facts_value, found, opts)
     if opts.get("json"):
         raise typer.Exit(_apply_json(plan, facts_value, found, yes))
-    raise typer.Exit(_apply(plan, facts_value, found, yes))
+    raise typer.Exit(_apply(plan, facts_value, found, yes, opts))
 
 
 def _apply_json(plan, facts_value, found, yes: bool) -> int:
@@ -339,7 +339,7 @@ def _apply_json(plan, facts_value, found, yes: bool) -> int:
     return code
 
 
-def _apply(plan, facts_value, found, yes: bool) -> int:
+def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
     from fixdnn.plan.reach import reach
     from fixdnn.repair.acceptance import verifier
     from fixdnn.repair.apply import ApplyError, Target, apply_plan
@@ -367,9 +367,16 @@ def _apply(plan, facts_value, found, yes: bool) -> int:
         if not typer.confirm("apply this plan?", default=False):
             out.write("nothing changed\n")
             return 1
+    from fixdnn.cli.progress import status
+
     try:
-        result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python),
-                            on_event=lambda msg: (sys.stderr.write(f"fixdnn: {msg}\n"), sys.stderr.flush()))
+        with status(opts, "applying the plan") as shown:
+            def event(msg: str) -> None:
+                shown.log(msg)
+                shown.update(f"{msg} (running)")
+
+            result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python),
+                                on_event=event)
     except LockError as exc:
         raise UsageError(str(exc)) from None
     except (ApplyError, TxnError) as exc:
@@ -503,7 +510,11 @@ def verify_command(
     if opts.get("facts_file") or opts.get("root"):
         raise UsageError("verify runs the target's interpreter; it cannot use --facts or --root")
     facts_value = _gather(opts)
-    result = verify(facts_value, _host(opts), timeout=timeout, loader_trace=loader_trace)
+    from fixdnn.cli.progress import status
+
+    with status(opts, "starting the probes") as shown:
+        result = verify(facts_value, _host(opts), timeout=timeout, loader_trace=loader_trace,
+                        on_probe=lambda what: shown.update(f"probing in a subprocess: {what}"))
     if opts.get("json"):
         _emit_json(result.to_dict())
         raise typer.Exit(result.exit_code)

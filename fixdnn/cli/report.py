@@ -84,51 +84,66 @@ def to_dict(report: Report) -> dict:
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def render_text(report: Report, console) -> None:
-    """Human output with rich: one line when healthy, an inventory table, one block per symptom."""
+def render_text(report: Report, console, *, verbose: bool = False, quiet: bool = False) -> None:
+    """Human output: the target and why, one line per framework, one block per symptom with its
+    deciding evidence (``verbose``: every loader step). ``quiet``: only errors, warnings and unknowns.
+    Lines are wrapped for a terminal without breaking inside a name; in a pipe they are never wrapped."""
     from rich.markup import escape
-    from rich.table import Table
+
+    from fixdnn.cli.layout import concise_chain, wrap
+
+    width = console.width if console.is_terminal else None
+
+    def say(text: str, *, indent: int = 0, style: str = "", head: str = "", head_style: str = "") -> None:
+        """Print ``text`` wrapped; ``head`` (a prefix of text) and the whole line may carry a style."""
+        for n, line in enumerate(wrap(text, width, indent)):
+            shown = escape(line)
+            if n == 0 and head and head_style and line.startswith(" " * indent + head):
+                cut = indent + len(head)
+                shown = f"{' ' * indent}[{head_style}]{escape(head)}[/]{escape(line[cut:])}"
+            console.print(f"[{style}]{shown}[/]" if style else shown, soft_wrap=True, highlight=False)
 
     facts = report.facts
     t = facts.target
-    console.print(f"[bold]fixdnn[/bold] {escape(t.kind)} environment "
-                  f"{escape(t.prefix or '?')} (Python {escape(t.python_version or '?')})")
-    if t.chosen_because:
-        console.print(f"[dim]chosen because: {escape(t.chosen_because)}[/dim]")
-    if facts.frameworks:
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        table.add_column("framework")
-        table.add_column("needs")
-        table.add_column("resolved copy", overflow="fold")
+    shown_symptoms = [s for s in report.symptoms if not quiet or s.severity != "info"]
+    if not quiet:
+        say(f"fixdnn {t.kind} environment {t.prefix or '?'} (Python {t.python_version or '?'})",
+            head="fixdnn", head_style="bold")
+        if t.chosen_because:
+            say(f"chosen because: {t.chosen_because}", style="dim")
         for fw in facts.frameworks:
             entry = _framework_entry(facts, fw)
             cudnn = entry["cudnn"]
             if cudnn is None:
-                needs, resolved = ("CPU build" if not fw.gpu_build else "no cuDNN"), "-"
+                say(f"{fw.name} {fw.version}: " + ("CPU build" if not fw.gpu_build else "no cuDNN needed"))
+                continue
+            req = cudnn["required"]
+            needs = f"cuDNN {req['minimum'] + '+' if req['minimum'] else str(req['major']) + '.x'}"
+            if cudnn["resolved_path"]:
+                say(f"{fw.name} {fw.version}: needs {needs}, loads {cudnn['resolved_path']} "
+                    f"({cudnn['resolved_version'] or '?'})")
             else:
-                req = cudnn["required"]
-                needs = f"cuDNN {req['minimum'] + '+' if req['minimum'] else str(req['major']) + '.x'}"
-                resolved = (f"{cudnn['resolved_path']} ({cudnn['resolved_version'] or '?'})"
-                            if cudnn["resolved_path"] else "[red]not found[/red]")
-            table.add_row(escape(f"{fw.name} {fw.version}"), escape(needs),
-                          resolved if resolved.startswith("[red]") else escape(resolved))
-        console.print(table)
-    else:
-        console.print("no deep-learning framework found in this environment")
-    if facts.driver:
-        console.print(f"NVIDIA driver {escape(facts.driver.version or '?')} ({escape(facts.driver.source or '')})")
-    if not report.symptoms:
-        console.print("[green]healthy:[/green] no problem found")
-    for s in report.symptoms:
-        console.print()
-        console.print(f"[{_STYLE[s.severity]}]{s.severity} {s.code} {s.name}[/]: {escape(s.summary)}")
-        for line in s.chain:
-            console.print(f"  [dim]•[/dim] {escape(line)}")
+                say(f"{fw.name} {fw.version}: needs {needs}, not found", style="red")
+        if not facts.frameworks:
+            say("no deep-learning framework found in this environment")
+        if facts.driver:
+            say(f"NVIDIA driver {facts.driver.version or '?'} ({facts.driver.source or ''})")
+        if not report.symptoms:
+            console.print("[green]healthy:[/green] no problem found")
+    for s in shown_symptoms:
+        if not quiet:
+            console.print()
+        head = f"{s.severity} {s.code} {s.name}"
+        say(f"{head}: {s.summary}", head=head, head_style=_STYLE[s.severity])
+        if quiet:
+            continue
+        for line in (s.chain if verbose else concise_chain(s.chain)):
+            say(f"  • {line}", indent=2)
         if s.hint:
-            console.print(f"  [bold]fix:[/bold] {escape(s.hint)}")
+            say(f"  fix: {s.hint}", indent=2, head="fix:", head_style="bold")
     for u in facts.unknowns:
-        console.print(f"[dim]unknown: {escape(u.what)}: {escape(u.reason)}[/dim]")
+        say(f"unknown: {u.what}: {u.reason}", style="dim")
     counts = {sev: sum(1 for s in report.symptoms if s.severity == sev) for sev in ("error", "warning", "info")}
-    if report.symptoms:
+    if report.symptoms and not quiet:
         console.print()
         console.print(f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} note(s)")

@@ -387,6 +387,35 @@ def _merge(items: list, new: list, label: str) -> list:
     return out
 
 
+def check_extra(extra) -> list[Path]:
+    """Each ``--rules DIR`` as a Path, after checking it is a folder holding rules fixdnn reads."""
+    out = []
+    for d in extra:
+        p = Path(d)
+        if not p.is_dir():
+            raise RulesError(f"--rules {d}: not a directory")
+        _check_recognised(p, str(d))
+        out.append(p)
+    return out
+
+
+def _check_recognised(folder: Path, shown: str) -> None:
+    """A --rules DIR must hold something fixdnn reads; a folder it would silently ignore is an error
+    naming what is there and what was expected (``DIR/bad.toml`` belongs in ``DIR/remedies/``)."""
+    remedies = folder / "remedies"
+    if (folder / "errors.toml").is_file() or (remedies.is_dir() and any(remedies.glob("*.toml"))):
+        return
+    try:
+        names = sorted(e.name + ("/" if e.is_dir() else "") for e in os.scandir(folder))
+    except OSError as exc:
+        raise RulesError(f"--rules {shown}: cannot read ({exc.strerror})") from None
+    found = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") if names else "nothing"
+    stray = [n for n in names if n.endswith(".toml")]
+    hint = f" (move {stray[0]} to {shown.rstrip('/')}/remedies/{stray[0]}?)" if stray else ""
+    raise RulesError(f"--rules {shown}: nothing fixdnn recognises: found {found}; expected remedies/*.toml "
+                     f"and/or errors.toml{hint}")
+
+
 def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: Path | None = None,
          known: set[str] | None = None, include_user: bool = True, errors: bool = True) -> Rules:
     """Shipped rules, then the user's config dir, then each ``--rules DIR``: later layers win by id.
@@ -398,11 +427,7 @@ def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: 
         user = user_rules_dir(environ)
         if user is not None:
             layers.append(user)
-    for d in extra:
-        p = Path(d)
-        if not p.is_dir():
-            raise RulesError(f"--rules {d}: not a directory")
-        layers.append(p)
+    layers += check_extra(extra)
     remedies: list[Remedy] = []
     signatures: list[ErrorSignature] = []
     for layer in layers:
@@ -419,4 +444,4 @@ def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: 
 
 
 __all__ = ["CONDITIONS", "Case", "ErrorSignature", "FILTERS", "Remedy", "Rules", "RulesError", "check_action",
-           "load", "placeholders", "user_rules_dir"]
+           "check_extra", "load", "placeholders", "user_rules_dir"]

@@ -275,7 +275,9 @@ def failing_sonames(findings: list[Finding], shims: list[str]) -> list[str]:
 
 
 def verify(facts: Facts, host, *, timeout: float = 120, loader_trace: bool = False,
-           frameworks: tuple[str, ...] | None = None) -> VerifyResult:
+           frameworks: tuple[str, ...] | None = None, on_probe=None) -> VerifyResult:
+    """``on_probe(what)``: told before each subprocess probe starts (the CLI shows it as progress)."""
+    told = on_probe or (lambda _what: None)
     python = facts.target.python
     if not python:
         return VerifyResult(None, (Finding("no-interpreter", "error",
@@ -291,6 +293,7 @@ def verify(facts: Facts, host, *, timeout: float = 120, loader_trace: bool = Fal
     for shim, subs, outcomes in cudnn_targets(facts, host):
         shims.append(shim)
         cfg = json.dumps({"library": shim, "subs": subs, "create": True})
+        told(f"loading cuDNN {shim}")
         run = run_probe("cudnn", python, [cfg], probe=f"cuDNN {shim}", env=env, cwd=cwd, timeout=timeout,
                         isolated=True)
         found, ok = _cudnn_findings(facts, host, run, shim, outcomes)
@@ -300,6 +303,7 @@ def verify(facts: Facts, host, *, timeout: float = 120, loader_trace: bool = Fal
         reruns.append((run, found))
     wanted = frameworks if frameworks is not None else tuple(f.name for f in facts.frameworks if f.name in FRAMEWORKS)
     for name in dict.fromkeys(wanted):
+        told(f"importing {name} and running a tiny conv2d")
         run = run_probe("framework", python, [name], probe=name, env=env, cwd=cwd, timeout=timeout)
         found, ok = _framework_findings(facts, host, run, name)
         findings += found

@@ -153,3 +153,101 @@ def test_run_resolves_the_command_in_the_target_environment_first(tmp_path, envi
     assert proc.stdout.strip() == str(dot.prefix), proc.stderr
     missing = fixdnn(["--python", str(env.python), "run", "--", "no-such-tool-xyz"], environ)
     assert missing.returncode == 127 and "no-such-tool-xyz: command not found" in missing.stderr
+
+
+# -- the human report: deciding steps, whole names, progress only at a terminal ------------------------
+def _on_pty(args, environ, *, which: str, columns: int = 60):
+    """Run fixdnn with stdout or stderr on a pseudo-terminal of ``columns`` columns; (stdout, stderr)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, which: slave}
+    proc = subprocess.Popen(FIXDNN + list(args), env={**environ, "COLUMNS": str(columns), "TERM": "xterm"},
+                            stdout=streams["stdout"], stderr=streams["stderr"])
+    os.close(slave)
+    got = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            got += chunk
+        elif proc.poll() is not None:
+            break
+    piped = (proc.stderr if which == "stdout" else proc.stdout).read()
+    proc.wait(timeout=120)
+    os.close(master)
+    text = got.decode("utf-8", "replace").replace("\r\n", "\n")
+    return (text, piped.decode()) if which == "stdout" else (piped.decode(), text)
+
+
+def _missing_cudnn(tmp_path):
+    env = EnvBuilder(tmp_path / "a rather long folder name for the environment" / "venv").tensorflow_cuda12()
+    import shutil as _shutil
+
+    _shutil.rmtree(env.site / "nvidia" / "cudnn")
+    return env
+
+
+def test_report_shows_deciding_loader_steps_and_verbose_shows_all(tmp_path, environ):
+    env = _missing_cudnn(tmp_path)
+    short = fixdnn(["--python", str(env.python)], environ)
+    full = fixdnn(["--python", str(env.python), "-v"], environ)
+    assert short.returncode == full.returncode == 1
+    assert "DT_RUNPATH[0]" not in short.stdout and "DT_RUNPATH[0]" in full.stdout
+    assert re.search(r"\(\d+ more loader steps found nothing there; fixdnn -v shows each\)", short.stdout)
+    assert "libcudnn.so.9: cannot open shared object file" in short.stdout
+    data = json.loads(fixdnn(["--python", str(env.python), "--json"], environ).stdout)
+    missing = next(s for s in data["symptoms"] if s["name"] == "cudnn-missing")
+    assert any("DT_RUNPATH[0]" in line for line in missing["chain"])  # the full chain in JSON
+    quiet = fixdnn(["--python", str(env.python), "-q"], environ)
+    assert quiet.returncode == 1 and "FDN101 cudnn-missing" in quiet.stdout
+    assert "chosen because" not in quiet.stdout and "info FDN" not in quiet.stdout
+
+
+def test_no_path_is_broken_inside_a_name_in_a_pipe_or_a_60_column_terminal(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "a rather long folder name for the environment" / "venv").torch_cuda13()
+    lib = str(env.site / "nvidia" / "cudnn" / "lib" / "libcudnn.so.9")
+    piped = fixdnn(["--python", str(env.python)], {**environ, "COLUMNS": "60"})
+    assert lib in piped.stdout  # whole, on one line
+    term, _ = _on_pty(["--python", str(env.python)], environ, which="stdout")
+    names = {n for line in piped.stdout.splitlines() for tok in line.split() for n in tok.split("/") if n}
+    for line in term.splitlines():
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)
+        assert len(plain) <= 60 or len(plain.split()) == 1, plain
+        for tok in plain.split():
+            for name in tok.split("/"):
+                assert name == "" or name in names, (name, plain)
+    assert "libcudnn.so.9" in term
+
+
+def test_progress_is_shown_on_a_terminal_only(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv").tensorflow_cuda12()
+    _, err = _on_pty(["verify", "--python", str(env.python)], environ, which="stderr")
+    assert "reading the environment" in err and "probing in a subprocess: importing tensorflow" in err
+    out, err = _on_pty(["verify", "--python", str(env.python), "--json"], environ, which="stderr")
+    assert err == "" and json.loads(out)["schema"] == "fixdnn.verify/1"
+    piped = fixdnn(["verify", "--python", str(env.python)], environ)
+    assert piped.stderr == ""
+
+
+def test_a_rules_folder_fixdnn_would_ignore_is_an_error(tmp_path, environ):
+    rules = tmp_path / "my rules"
+    rules.mkdir()
+    (rules / "bad.toml").write_text("[[remedy]]\n")
+    proc = fixdnn(["--rules", str(rules), "symptoms"], environ)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr == (f"fixdnn: --rules {rules}: nothing fixdnn recognises: found bad.toml; expected "
+                           f"remedies/*.toml and/or errors.toml (move bad.toml to {rules}/remedies/bad.toml?)\n")
+    later = fixdnn(["explain", "--rules", str(rules), "--json", "OMP: Error #15"], environ)
+    assert later.returncode == 2 and "nothing fixdnn recognises" in later.stderr
