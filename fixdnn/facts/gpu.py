@@ -44,19 +44,34 @@ print(rc, v.value)
 
 
 def _which(host: Host, name: str) -> str | None:
+    """The first ``name`` on the target's PATH that may run (see :func:`_runnable`)."""
     for folder in (host.env("PATH") or "").split(":"):
-        if folder.startswith("/") and host.is_file(f"{folder.rstrip('/')}/{name}"):
-            return f"{folder.rstrip('/')}/{name}"
+        path = f"{folder.rstrip('/')}/{name}"
+        if folder.startswith("/") and host.is_file(path) and _runnable(host, path):
+            return path
     return None
 
 
-def _smi(host: Host, sources: list[str], unknowns: list[Unknown]) -> list[Gpu]:
+def _glob(host: Host, pattern: str) -> list[str]:
+    """Target paths matching ``pattern`` (read under --root / the planted machine as the Host maps it)."""
+    base = str(host.real(pattern))
+    prefix = base[: len(base) - len(pattern)] if base.endswith(pattern) else ""
+    return [hit[len(prefix):] for hit in sorted(glob.glob(base))]
+
+
+def _runnable(host: Host, path: str) -> bool:
+    """Programs of an image (--root) describe another machine; with a planted machine (tests), only the
+    planted ones run."""
     if host.root is not None:
-        return []
+        return False
+    return host.system is None or host.on_disk(path) != path
+
+
+def _smi(host: Host, sources: list[str], unknowns: list[Unknown]) -> list[Gpu]:
     smi = _which(host, "nvidia-smi")
     if smi is None:
         return []
-    res = host.run([smi, "--query-gpu=name,compute_cap,driver_version,pci.bus_id", "--format=csv,noheader"],
+    res = host.run([host.on_disk(smi), "--query-gpu=name,compute_cap,driver_version,pci.bus_id", "--format=csv,noheader"],
                    timeout=PROBE_TIMEOUT)
     if res.returncode != 0:
         why = "timed out" if res.timed_out else (res.stderr or res.stdout).strip().splitlines()[:1]
@@ -126,7 +141,7 @@ def _driver_version(host: Host, lib: LibCuda, unknowns: list[Unknown]) -> LibCud
     """cuDriverGetVersion of this copy, in a subprocess (a broken driver library can crash the process)."""
     if host.root is not None:
         return lib
-    res = host.run([sys.executable, "-I", "-c", _PROBE, lib.realpath], timeout=PROBE_TIMEOUT,
+    res = host.run([sys.executable, "-I", "-c", _PROBE, host.on_disk(lib.realpath)], timeout=PROBE_TIMEOUT,
                    env={"PATH": host.env("PATH") or "/usr/bin:/bin"})
     m = re.fullmatch(r"0 (\d+)", res.stdout.strip())
     if not m:
@@ -155,10 +170,7 @@ def _other_copies(host: Host, env: LoaderEnv, picked: str | None) -> list[LibCud
     places += [(d, "default directory") for d in env.default_dirs]
     places.append((WSL_LIB, "WSL2 driver folder"))
     for pattern in _COMPAT_GLOBS:
-        base = host.real(pattern)
-        for hit in sorted(glob.glob(str(base))):
-            target = hit[len(str(host.root)):] if host.root is not None else hit
-            places.append((target, "cuda-compat folder"))
+        places += [(hit, "cuda-compat folder") for hit in _glob(host, pattern)]
     seen = {host.realpath(picked)} if picked else set()
     out = []
     for folder, label in places:
@@ -186,11 +198,9 @@ def _kernels(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distrib
             continue
         files: list[str] = []
         for pattern in patterns:
-            base = f"{dist.location.rstrip('/')}/{pattern}"
-            for hit in sorted(glob.glob(str(host.real(base)))):
-                target = hit[len(str(host.root)):] if host.root is not None else hit
-                if target not in files:
-                    files.append(target)
+            for hit in _glob(host, f"{dist.location.rstrip('/')}/{pattern}"):
+                if hit not in files:
+                    files.append(hit)
         libs = tuple(cache.get(host, f) for f in files)
         kernels = FrameworkKernels(fw.name, fw.version, libs)
         if not any(lib.entries for lib in libs):

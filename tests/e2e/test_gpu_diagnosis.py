@@ -30,7 +30,7 @@ CU130 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
 CU126 = ["sm_80", "sm_86", "sm_90"]  # the part of cu126's list that matters here (fewer nvcc runs)
 
 
-def machine(tmp_path, *, torch="2.14.1+cu130", archs=CU130, gpus=(("0000:01:00.0", "NVIDIA H100 80GB HBM3"),),
+def gpu_machine(tmp_path, *, torch="2.14.1+cu130", archs=CU130, gpus=(("0000:01:00.0", "NVIDIA H100 80GB HBM3"),),
             kernel: str | None = "580.65.06", user_space: str | None = "580.65.06", cuda=13000) -> Path:
     """A --root tree: a torch venv at /opt/env whose kernels are ``archs``, the NVIDIA kernel module
     ``kernel`` with ``gpus``, and the driver's libcuda.so.<user_space> in the multiarch lib dir."""
@@ -77,7 +77,7 @@ def plan_for(symptom):
 
 
 def test_h100_with_torch_cu130_is_healthy_and_round_trips(tmp_path, environ):
-    root = machine(tmp_path)
+    root = gpu_machine(tmp_path)
     facts, symptoms = run(root, environ)
     g = facts.gpu
     assert [(x.name, x.compute_capability, x.cc_source) for x in g.gpus] == [
@@ -93,7 +93,7 @@ def test_h100_with_torch_cu130_is_healthy_and_round_trips(tmp_path, environ):
 
 
 def test_rtx_5090_on_a_cu126_build_has_no_kernel_and_the_fix_is_cu130(tmp_path, environ):
-    root = machine(tmp_path, torch="2.14.1+cu126", archs=CU126,
+    root = gpu_machine(tmp_path, torch="2.14.1+cu126", archs=CU126,
                    gpus=(("0000:01:00.0", "NVIDIA GeForce RTX 5090"),))
     facts, symptoms = run(root, environ)
     s = by_name(symptoms, "gpu-no-kernel")
@@ -106,7 +106,7 @@ def test_rtx_5090_on_a_cu126_build_has_no_kernel_and_the_fix_is_cu130(tmp_path, 
 
 
 def test_a100_ptx_only_with_a_driver_too_old_for_the_ptx(tmp_path, environ):
-    root = machine(tmp_path, archs=["sm_90", "compute_75"], gpus=(("0000:07:00.0", "NVIDIA A100-SXM4-80GB"),),
+    root = gpu_machine(tmp_path, archs=["sm_90", "compute_75"], gpus=(("0000:07:00.0", "NVIDIA A100-SXM4-80GB"),),
                    kernel="570.133.07", user_space="570.133.07")
     facts, symptoms = run(root, environ)
     s = by_name(symptoms, "gpu-ptx-only")
@@ -119,7 +119,7 @@ def test_a100_ptx_only_with_a_driver_too_old_for_the_ptx(tmp_path, environ):
 
 
 def test_a100_ptx_only_with_a_new_driver_is_a_warning(tmp_path, environ):
-    root = machine(tmp_path, archs=["sm_90", "compute_75"], gpus=(("0000:07:00.0", "NVIDIA A100-SXM4-80GB"),))
+    root = gpu_machine(tmp_path, archs=["sm_90", "compute_75"], gpus=(("0000:07:00.0", "NVIDIA A100-SXM4-80GB"),))
     _, symptoms = run(root, environ)
     s = by_name(symptoms, "gpu-ptx-only")
     assert s.severity == "warning" and s.evidence["too_old"] is False
@@ -127,7 +127,7 @@ def test_a100_ptx_only_with_a_new_driver_is_a_warning(tmp_path, environ):
 
 def test_arch_specific_machine_code_does_not_cover_the_next_gpu(tmp_path, environ):
     """sm_90a runs on 9.0 only; sm_100f runs on the 10.x family, so a B200 (10.0) is covered."""
-    root = machine(tmp_path, archs=["sm_90a", "sm_100f"], gpus=(("0000:01:00.0", "NVIDIA B200"),
+    root = gpu_machine(tmp_path, archs=["sm_90a", "sm_100f"], gpus=(("0000:01:00.0", "NVIDIA B200"),
                                                                   ("0000:02:00.0", "NVIDIA GeForce RTX 5090")))
     facts, symptoms = run(root, environ)
     assert sorted(g.compute_capability for g in facts.gpu.gpus) == ["10.0", "12.0"]
@@ -136,7 +136,7 @@ def test_arch_specific_machine_code_does_not_cover_the_next_gpu(tmp_path, enviro
 
 
 def test_user_space_driver_of_another_version(tmp_path, environ):
-    root = machine(tmp_path, kernel="580.95.05", user_space="570.133.07")
+    root = gpu_machine(tmp_path, kernel="580.95.05", user_space="570.133.07")
     _, symptoms = run(root, environ)
     s = by_name(symptoms, "libcuda-version-mismatch")
     assert (s.evidence["user_space"], s.evidence["kernel"]) == ("570.133.07", "580.95.05")
@@ -144,7 +144,7 @@ def test_user_space_driver_of_another_version(tmp_path, environ):
 
 
 def test_container_without_the_nvidia_runtime(tmp_path, environ):
-    root = machine(tmp_path, user_space=None)
+    root = gpu_machine(tmp_path, user_space=None)
     (root / ".dockerenv").write_text("")
     facts, symptoms = run(root, environ)
     assert facts.gpu.libcuda is None and facts.gpu.container == "/.dockerenv"
@@ -155,7 +155,7 @@ def test_container_without_the_nvidia_runtime(tmp_path, environ):
 
 
 def test_wsl2_layout(tmp_path, environ):
-    root = machine(tmp_path, kernel=None, user_space=None, gpus=())
+    root = gpu_machine(tmp_path, kernel=None, user_space=None, gpus=())
     libcuda(root / "usr/lib/wsl/lib", None, 12080)  # WSL ships a plain libcuda.so.1
     facts, symptoms = run(root, environ)
     assert facts.gpu.wsl and facts.gpu.libcuda is None
@@ -170,7 +170,7 @@ def test_wsl2_layout(tmp_path, environ):
 
 
 def test_wsl2_with_a_linux_driver_installed_inside(tmp_path, environ):
-    root = machine(tmp_path, kernel=None, user_space="580.65.06", gpus=())
+    root = gpu_machine(tmp_path, kernel=None, user_space="580.65.06", gpus=())
     libcuda(root / "usr/lib/wsl/lib", None)
     _, symptoms = run(root, environ)
     s = by_name(symptoms, "wsl-libcuda-shadowed")
@@ -178,7 +178,7 @@ def test_wsl2_with_a_linux_driver_installed_inside(tmp_path, environ):
 
 
 def test_cuda_compat_in_front_of_a_newer_driver_on_a_geforce(tmp_path, environ):
-    root = machine(tmp_path, kernel="580.95.05", user_space="580.95.05",
+    root = gpu_machine(tmp_path, kernel="580.95.05", user_space="580.95.05",
                    gpus=(("0000:01:00.0", "NVIDIA GeForce RTX 4090"),))
     libcuda(root / "usr/local/cuda-13.0/compat", "580.65.06")
     facts, symptoms = run(root, environ, LD_LIBRARY_PATH="/usr/local/cuda-13.0/compat")
@@ -191,7 +191,7 @@ def test_cuda_compat_in_front_of_a_newer_driver_on_a_geforce(tmp_path, environ):
 
 
 def test_cuda_compat_on_an_older_datacenter_driver_is_a_warning(tmp_path, environ):
-    root = machine(tmp_path, kernel="535.104.05", user_space="535.104.05")
+    root = gpu_machine(tmp_path, kernel="535.104.05", user_space="535.104.05")
     libcuda(root / "usr/local/cuda-13.0/compat", "580.65.06")
     _, symptoms = run(root, environ, LD_LIBRARY_PATH="/usr/local/cuda-13.0/compat")
     s = by_name(symptoms, "cuda-compat-libcuda")
@@ -200,7 +200,7 @@ def test_cuda_compat_on_an_older_datacenter_driver_is_a_warning(tmp_path, enviro
 
 def test_saved_facts_from_a_gpu_machine_diagnose_anywhere(tmp_path, environ):
     """fixdnn facts --json on the 'GPU machine' (a --root tree here), then diagnose --facts FILE."""
-    root = machine(tmp_path, torch="2.14.1+cu126", archs=CU126, gpus=(("0000:01:00.0", "NVIDIA GeForce RTX 5090"),))
+    root = gpu_machine(tmp_path, torch="2.14.1+cu126", archs=CU126, gpus=(("0000:01:00.0", "NVIDIA GeForce RTX 5090"),))
     saved = subprocess.run(FIXDNN + ["--root", str(root), "--prefix", "/opt/env", "facts"],
                            capture_output=True, text=True, env=environ, timeout=120)
     assert saved.returncode == 0, saved.stderr
@@ -236,17 +236,28 @@ def test_a_hanging_libcuda_probe_is_killed_and_is_an_unknown(tmp_path, environ, 
     assert any("cuDriverGetVersion" in u.what and u.reason == "timed out" for u in unknowns)
 
 
-def test_nvidia_smi_names_gpus_and_capabilities(tmp_path, environ):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    smi = bin_dir / "nvidia-smi"
-    smi.write_text("#!/bin/sh\n"
-                   "echo 'NVIDIA H100 80GB HBM3, 9.0, 580.65.06, 00000000:01:00.0'\n"
-                   "echo 'NVIDIA GeForce RTX 5090, 12.0, 580.65.06, 00000000:02:00.0'\n")
+def test_nvidia_smi_names_gpus_and_capabilities(machine, environ):
+    """nvidia-smi runs through the Host: here the planted machine's /usr/local/bin/nvidia-smi (a test never
+    runs the real one of the machine it is on)."""
+    smi = machine.write("/usr/local/bin/nvidia-smi",
+                        "#!/bin/sh\n"
+                        "echo 'NVIDIA H100 80GB HBM3, 9.0, 580.65.06, 00000000:01:00.0'\n"
+                        "echo 'NVIDIA GeForce RTX 5090, 12.0, 580.65.06, 00000000:02:00.0'\n")
     smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
-    host = Host(environ={**environ, "PATH": f"{bin_dir}:{environ['PATH']}"})
+    host = Host(environ={**environ, "PATH": f"/usr/local/bin:{environ['PATH']}"}, system=machine.root)
     g, _ = gpu_facts.gather(host, (), (), gpu_facts.LoaderEnv(default_dirs=()), compat_mod.load().gpu)
     assert [(x.name, x.compute_capability, x.cc_source, x.driver_version) for x in g.gpus] == [
         ("NVIDIA H100 80GB HBM3", "9.0", "nvidia-smi", "580.65.06"),
         ("NVIDIA GeForce RTX 5090", "12.0", "nvidia-smi", "580.65.06")]
-    assert g.sources[0] == f"{smi}: 2 GPU(s)"
+    assert g.sources[0] == "/usr/local/bin/nvidia-smi: 2 GPU(s)"
+
+
+def test_nvidia_smi_is_not_run_under_root(tmp_path, environ):
+    root = machine_tree = tmp_path / "image"
+    smi = machine_tree / "usr/local/bin/nvidia-smi"
+    smi.parent.mkdir(parents=True)
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 9.0, 580.65.06, 00000000:01:00.0'\n")
+    smi.chmod(0o755)
+    host = Host(root=root, environ={**environ, "PATH": "/usr/local/bin"})
+    g, _ = gpu_facts.gather(host, (), (), gpu_facts.LoaderEnv(default_dirs=()), compat_mod.load().gpu)
+    assert g.gpus == ()  # an image's tools would describe this machine, not the image's
