@@ -596,7 +596,7 @@ def hook_command(shell: str = typer.Argument(..., metavar="SHELL", help=_SHELLS_
 @app.command("completion")
 def completion_command(shell: str = typer.Argument(..., metavar="SHELL", help=_SHELLS_HELP)) -> None:
     """Print the shell completion script: eval "$(fixdnn completion bash)" in ~/.bashrc."""
-    from typer._completion_shared import get_completion_script  # type: ignore[import-not-found]
+    from typer.completion import get_completion_script
 
     if shell not in ("bash", "zsh", "fish"):
         raise UsageError(f"completion: expected one of bash, zsh, fish, got {shell!r}")
@@ -636,22 +636,30 @@ def _accept_after(command, accepted: tuple[str, ...], shared: dict) -> None:
     command.params = list(command.params) + added
     names = {p.name for p in added}
     inner = command.callback
+    for param in added:  # a parameter callback gets the context through click's public interface
+        param.callback = _record_after(param.callback)
 
     def callback(*args, **kwargs):
-        from typer._click.globals import get_current_context  # type: ignore[import-not-found]
-        from typer._click.core import ParameterSource  # type: ignore[import-not-found]
-
-        ctx = get_current_context()
-        obj = ctx.obj if isinstance(ctx.obj, dict) else {}
         for name in names:
-            value = kwargs.pop(name)
-            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
-                key = _OBJ_KEY.get(name, name)
-                obj[key] = list(obj.get(key) or ()) + list(value) if key == "rules" else value
-        ctx.obj = obj
+            kwargs.pop(name)
         return inner(*args, **kwargs)
 
     command.callback = callback
+
+
+def _record_after(original):
+    def record(ctx, param, value):
+        if original is not None:
+            value = original(ctx, param, value)
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name != "DEFAULT":  # given on the command line or by env
+            obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+            key = _OBJ_KEY.get(param.name, param.name)
+            obj[key] = list(obj.get(key) or ()) + list(value) if key == "rules" else value
+            ctx.obj = obj
+        return value
+
+    return record
 
 
 def _command():
@@ -683,7 +691,7 @@ def run(argv: list[str]) -> int:
     import os
 
     if os.environ.get(_COMPLETE_VAR):  # a completion request from the script of 'fixdnn completion'
-        from typer._completion_classes import completion_init  # type: ignore[import-not-found]
+        from typer.completion import completion_init
 
         completion_init()
     try:
@@ -698,9 +706,8 @@ def run(argv: list[str]) -> int:
         if _is_ours(exc):
             sys.stderr.write(f"fixdnn: {exc}\n")
             return 2
-        from typer._click.exceptions import ClickException  # type: ignore[import-not-found]
-
-        if isinstance(exc, ClickException):
+        # click's usage errors (typer vendors click privately): known by their interface, not their class
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
             sys.stderr.write(f"fixdnn: {exc.format_message()}\n")
             return 2
         sys.stderr.write(f"fixdnn: internal error: {exc.__class__.__name__}: {exc} "

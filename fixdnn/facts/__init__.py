@@ -28,6 +28,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     ``save_cache=False``: write nothing at all, not even the integrity hash cache (``--dry-run``).
     ``notice(text)``: told before a long step (the first hashing of big packages); the CLI prints it."""
     from fixdnn.facts import binversion, distributions, driver, frameworks, integrity, libraries, links, loads
+    from fixdnn.facts.markers import marker_env
     from fixdnn.knowledge import compat as compat_mod
     from fixdnn.model.facts import Facts
     from fixdnn.target.interpreter import discover
@@ -42,7 +43,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     search = tuple(dict.fromkeys(target.sys_path + target.site_dirs))
     dists, more = distributions.gather(host, search)
     unknowns += more
-    fws, more = frameworks.gather(host, dists, compat)
+    fws, more = frameworks.gather(host, dists, compat, marker_env(target))
     unknowns += more
     env = loads.loader_env(host, target)
     requires = {d.name: d.requires for d in dists}

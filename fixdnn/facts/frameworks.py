@@ -16,7 +16,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from fixdnn.knowledge.compat import Compat
-from fixdnn.model.facts import Distribution, Framework, Need, Unknown
+from fixdnn.facts.markers import applies, marker_env
+from fixdnn.model.facts import Distribution, Framework, Need, TargetInfo, Unknown
 from fixdnn.target.host import Host, HostError
 
 _CUDNN_WHEEL = re.compile(r"^nvidia-cudnn-cu(\d+)$")
@@ -39,19 +40,15 @@ def _mm(version: str) -> str:
     return f"{v.major}.{v.minor}"
 
 
-def _cudnn_from_requires(dist: Distribution, extra: str | None = None) -> Need | None:
-    """A cuDNN need from an ``nvidia-cudnn-cuN`` requirement (exact pin or lower bound)."""
+def _cudnn_from_requires(dist: Distribution, env: dict[str, str], extra: str | None = None) -> Need | None:
+    """A cuDNN need from an ``nvidia-cudnn-cuN`` requirement (exact pin or lower bound) whose marker holds
+    in the target's marker environment ``env``."""
     for req in _requirements(dist):
         m = _CUDNN_WHEEL.match(canonicalize_name(req.name))
         if not m:
             continue
-        if req.marker is not None:
-            env = {"extra": extra or ""}
-            try:
-                if not req.marker.evaluate(env):
-                    continue
-            except Exception:
-                continue
+        if not applies(req.marker, env, extra=extra or ""):
+            continue
         pins = [s for s in req.specifier if s.operator in ("==", "===")]
         lows = [s for s in req.specifier if s.operator in (">=", "~=")]
         try:
@@ -111,7 +108,7 @@ def _first_existing(host: Host, paths: list[str]) -> str | None:
     return None
 
 
-def _torch(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
+def _torch(host: Host, dist: Distribution, compat: Compat, env: dict[str, str]) -> tuple[Framework, list[Unknown]]:
     base = f"{dist.location}/torch"
     unknowns = []
     cuda = None
@@ -128,7 +125,7 @@ def _torch(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, l
             cuda = f"{digits[:-1]}.{digits[-1]}"
     needs: list[Need] = []
     if cuda:
-        cudnn = _cudnn_from_requires(dist)
+        cudnn = _cudnn_from_requires(dist, env)
         if cudnn is None:
             wheel = compat.torch_wheel(version)
             if wheel is not None and wheel.cuda.major == Version(cuda).major:
@@ -152,7 +149,7 @@ def _valid(version: str) -> bool:
         return False
 
 
-def _tensorflow(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
+def _tensorflow(host: Host, dist: Distribution, compat: Compat, env: dict[str, str]) -> tuple[Framework, list[Unknown]]:
     base = f"{dist.location}/tensorflow"
     unknowns = []
     info: dict = {}
@@ -171,7 +168,7 @@ def _tensorflow(host: Host, dist: Distribution, compat: Compat) -> tuple[Framewo
     notes: list[str] = []
     if gpu:
         build = compat.tf_build(dist.version)
-        pin = _cudnn_from_requires(dist, extra="and-cuda")
+        pin = _cudnn_from_requires(dist, env, extra="and-cuda")
         major = None
         try:
             major = int(str(info.get("cudnn_version", "")).split(".")[0])
@@ -201,10 +198,10 @@ def _tensorflow(host: Host, dist: Distribution, compat: Compat) -> tuple[Framewo
                      tuple(notes)), unknowns
 
 
-def _jax(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
+def _jax(host: Host, dist: Distribution, compat: Compat, env: dict[str, str]) -> tuple[Framework, list[Unknown]]:
     m = re.search(r"cuda(\d+)", dist.name)
     cuda_major = int(m.group(1)) if m else 12
-    need = _cudnn_from_requires(dist, extra="with-cuda")
+    need = _cudnn_from_requires(dist, env, extra="with-cuda")
     minimum = compat.jax_minimum(dist.version, cuda_major)
     if minimum is not None and (need is None or Version(need.minimum or "0") < minimum.cudnn):
         need = Need("cudnn", minimum.cudnn.major, f"{minimum.cudnn.major}.{minimum.cudnn.minor}",
@@ -248,12 +245,12 @@ def _cuda_from_file(host: Host, path: str) -> str | None:
     return value if isinstance(value, str) and value[:1].isdigit() else None
 
 
-def _dlopen_cudnn(dist: Distribution, compat: Compat, cuda: str | None, source: str,
+def _dlopen_cudnn(dist: Distribution, compat: Compat, env: dict[str, str], cuda: str | None, source: str,
                   extras: tuple[str, ...] = ()) -> Need | None:
     """A cuDNN the framework loads by name at run time: major and wheel from its Requires-Dist (extras
     such as onnxruntime-gpu[cudnn]) when declared, else the compat table's major for its CUDA major."""
     for extra in extras + (None,):
-        req = _cudnn_from_requires(dist, extra=extra)
+        req = _cudnn_from_requires(dist, env, extra=extra)
         if req is not None:
             return Need("cudnn", req.major, None, req.pin, f"{source}; {req.source}", req.wheel)
     try:
@@ -264,7 +261,7 @@ def _dlopen_cudnn(dist: Distribution, compat: Compat, cuda: str | None, source: 
         if major else None
 
 
-def _onnxruntime(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
+def _onnxruntime(host: Host, dist: Distribution, compat: Compat, env: dict[str, str]) -> tuple[Framework, list[Unknown]]:
     """onnxruntime-gpu: the CUDA execution provider library is dlopen()ed when a session asks for it. Its
     DT_NEEDED names the CUDA libraries; cuDNN is either DT_NEEDED too or dlopen()ed by name from it, so
     it is found through the provider's own search path (or a copy already loaded: ``import torch`` first,
@@ -281,7 +278,7 @@ def _onnxruntime(host: Host, dist: Distribution, compat: Compat) -> tuple[Framew
     notes = ["onnxruntime.preload_dlls() (or importing torch first) loads the nvidia-* wheels' copies by path "
              "before the provider; without it the provider's own search path decides"]
     if not any(n.library == "cudnn" for n in needs):
-        cudnn = _dlopen_cudnn(dist, compat, cuda, "libonnxruntime_providers_cuda.so loads libcudnn.so.N with dlopen",
+        cudnn = _dlopen_cudnn(dist, compat, env, cuda, "libonnxruntime_providers_cuda.so loads libcudnn.so.N with dlopen",
                               ("cudnn", "cuda"))
         if cudnn is not None:
             needs.insert(0, cudnn)
@@ -289,7 +286,7 @@ def _onnxruntime(host: Host, dist: Distribution, compat: Compat) -> tuple[Framew
                      tuple(notes)), []
 
 
-def _paddle(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
+def _paddle(host: Host, dist: Distribution, compat: Compat, env: dict[str, str]) -> tuple[Framework, list[Unknown]]:
     """paddlepaddle-gpu: ``paddle/version/__init__.py`` says the build's CUDA and cuDNN; the phi dynamic
     loader dlopen()s cuDNN when first used: by full path from ``<site>/nvidia/cudnn/lib`` for builds with
     pip CUDA libraries, then by name from its own library, then from /usr/local/cuda/lib64."""
@@ -309,11 +306,11 @@ def _paddle(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, 
     notes = ["Paddle only warns when the cuDNN minor is lower than its build's; another major fails"]
     if cudnn_version[:1].isdigit():
         major = int(cudnn_version.split(".")[0])
-        pin = _cudnn_from_requires(dist)
+        pin = _cudnn_from_requires(dist, env)
         needs.append(Need("cudnn", major, None, pin.pin if pin else None,
                           f"paddle/version/__init__.py cudnn_version = {cudnn_version!r}", pin.wheel if pin else None))
     else:
-        need = _dlopen_cudnn(dist, compat, cuda, "Paddle's dynamic loader dlopen()s libcudnn.so.N")
+        need = _dlopen_cudnn(dist, compat, env, cuda, "Paddle's dynamic loader dlopen()s libcudnn.so.N")
         needs += [need] if need else []
     loaded_by = _first_existing(host, [f"{base}/libs/libphi_core.so", f"{base}/libs/libphi_gpu.so",
                                        f"{base}/libs/libphi.so", f"{base}/base/libpaddle.so"])
@@ -323,7 +320,7 @@ def _paddle(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, 
                      tuple(notes)), []
 
 
-def _cupy(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, list[Unknown]]:
+def _cupy(host: Host, dist: Distribution, compat: Compat, env: dict[str, str]) -> tuple[Framework, list[Unknown]]:
     m = re.match(r"cupy-cuda(\d+)", dist.name)
     major = int(m.group(1)[:2]) if m else None
     needs = tuple(n for n in _cuda_needs(str(major), compat, dist.name) if n.library in ("nvrtc", "cublas")) if major else ()
@@ -331,7 +328,10 @@ def _cupy(host: Host, dist: Distribution, compat: Compat) -> tuple[Framework, li
                      ("cuDNN is optional for CuPy and not checked",)), []
 
 
-def gather(host: Host, distributions: tuple[Distribution, ...], compat: Compat) -> tuple[tuple[Framework, ...], list[Unknown]]:
+def gather(host: Host, distributions: tuple[Distribution, ...], compat: Compat,
+           markers: dict[str, str] | None = None) -> tuple[tuple[Framework, ...], list[Unknown]]:
+    """``markers``: the target's marker environment (facts.markers.marker_env), for Requires-Dist markers."""
+    env = markers if markers is not None else marker_env(TargetInfo(None, None, None, None, "files"))
     frameworks: list[Framework] = []
     unknowns: list[Unknown] = []
     tf_names = set(compat.tf_distributions)
@@ -352,7 +352,7 @@ def gather(host: Host, distributions: tuple[Distribution, ...], compat: Compat) 
         else:
             continue
         try:
-            fw, unk = probe(host, dist, compat)
+            fw, unk = probe(host, dist, compat, env)
         except (HostError, InvalidVersion, ValueError) as exc:
             unknowns.append(Unknown(f"framework {dist.display_name} {dist.version}", str(exc)))
             continue

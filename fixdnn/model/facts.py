@@ -66,6 +66,8 @@ class TargetInfo:
     cwd: str = "/"
     has_pip: bool | None = None
     chosen_because: str = ""  # why this environment was the target (--python, VIRTUAL_ENV, the project's .venv...)
+    markers: dict[str, str] = field(default_factory=dict)  # its PEP 508 marker environment (empty: no interpreter)
+    wheel_env: dict[str, str] = field(default_factory=dict)  # soabi, glibc ("" when not glibc): its wheel tags
 
 
 @dataclass(frozen=True)

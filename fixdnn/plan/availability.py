@@ -23,6 +23,7 @@ from html.parser import HTMLParser
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from fixdnn.facts.markers import wheel_fits
 from fixdnn.model.actions import Plan
 from fixdnn.plan.context import Context
 
@@ -42,12 +43,10 @@ def _same_version(a: str, b: str) -> bool:
         return a == b
 
 
-def wheel_matches(filename: str, name: str, version: str) -> bool:
-    """Does a wheel file name carry this project and version? (only wheels: plans use --only-binary)"""
-    if not filename.endswith(".whl"):
-        return False
-    parts = filename[:-4].split("-")
-    return len(parts) >= 5 and canonicalize_name(parts[0]) == name and _same_version(parts[1], version)
+def wheel_matches(filename: str, name: str, version: str, tags=None) -> bool:
+    """Is this file a wheel of the project and version that the target can install (``tags``: the target's
+    packaging Tags; None checks name and version only)? Only wheels: plans use --only-binary."""
+    return wheel_fits(filename, name, lambda v: _same_version(v, version), tags)
 
 
 def _env(host) -> dict:
@@ -163,22 +162,14 @@ def _index_files(url: str, name: str, verify, timeout: float) -> tuple[list[tupl
     return parser.files, "the index's HTML page"
 
 
-def _default_index() -> str | None:
-    try:  # pip's own default, read from pip so no index host is written in fixdnn
-        from pip._internal.models.index import PyPI  # type: ignore[import-not-found]
-
-        return PyPI.simple_url
-    except Exception:
-        return None
-
-
 def check_with_index(ctx: Context, pins: list[str], timeout: float = 15) -> dict[str, tuple[bool | None, str, str | None]]:
     """{pin: (available, how, sha256)} from the configured find-links folders and index (PEP 691 / 503)."""
     results: dict[str, tuple[bool | None, str, str | None]] = {}
     indexes: list[str] = []
     if not ctx.offline and not ctx.pip.no_index:
-        first = ctx.pip.index_url or _default_index()
-        indexes = [u for u in (first, *ctx.pip.extra_index_urls) if u]
+        # Only the indexes the target's configuration names: pip's built-in default is in pip's private
+        # code, and without a pip to ask, an unconfigured index is "not checked", never guessed.
+        indexes = [u for u in (ctx.pip.index_url, *ctx.pip.extra_index_urls) if u]
     verify = ctx.pip.cert or True
     for pin in pins:
         name, version = _split_pin(pin)
@@ -187,7 +178,7 @@ def check_with_index(ctx: Context, pins: list[str], timeout: float = 15) -> dict
             folder = link[len("file://"):] if link.startswith("file://") else link
             if os.path.isdir(folder):
                 for fn in sorted(os.listdir(folder)):
-                    if wheel_matches(fn, name, version):
+                    if wheel_matches(fn, name, version, ctx.wheel_tags):
                         found = (True, f"find-links folder {folder}", None)
                         break
             if found:
@@ -198,7 +189,7 @@ def check_with_index(ctx: Context, pins: list[str], timeout: float = 15) -> dict
             if files is None:
                 reasons.append(how)
                 continue
-            match = next(((fn, sha) for fn, sha in files if wheel_matches(fn, name, version)), None)
+            match = next(((fn, sha) for fn, sha in files if wheel_matches(fn, name, version, ctx.wheel_tags)), None)
             if match:
                 found = (True, f"{how} ({url})", match[1] or None)
                 break

@@ -65,6 +65,7 @@ class Context:
     pins: dict[str, str] = field(default_factory=dict)  # dist name -> exact version a framework declares
     installed: dict[str, str] = field(default_factory=dict)  # dist name -> installed version
     hashes: dict[str, str] = field(default_factory=dict)  # "name==version" -> sha256 (when known)
+    wheel_tags: frozenset | None = None  # packaging Tags the target installs (None: not known, not checked)
 
     @property
     def can_fetch(self) -> bool:
@@ -141,9 +142,13 @@ def _is_uv_venv(host, prefix: str | None) -> bool:
 
 
 def _exact_pins(facts: Facts) -> dict[str, str]:
-    """Every exact ``==`` pin the installed frameworks declare (marker-free or Linux), extras included."""
+    """Every exact ``==`` pin the installed frameworks declare whose marker holds for the target (under any
+    of the extras it names, since a pin under an extra is still the framework's pin)."""
     from packaging.utils import canonicalize_name
 
+    from fixdnn.facts.markers import applies, marker_env
+
+    env = marker_env(facts.target)
     fw_dists = {fw.distribution for fw in facts.frameworks}
     out: dict[str, str] = {}
     for dist in facts.distributions:
@@ -153,6 +158,8 @@ def _exact_pins(facts: Facts) -> dict[str, str]:
             try:
                 req = Requirement(line)
             except InvalidRequirement:
+                continue
+            if not applies(req.marker, env, any_extra=True):
                 continue
             pins = [s.version for s in req.specifier if s.operator == "=="]
             if len(pins) == 1 and "*" not in pins[0]:
@@ -203,6 +210,8 @@ def _own_pip() -> bool:
 
 def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Context:
     """The context for planning. ``host`` is asked about pip config and uv; without it nothing is run."""
+    from fixdnn.facts.markers import wheel_tags
+
     t = facts.target
     kind = t.kind if t.kind in ("venv", "conda", "system", "files") else "system"
     installer = "pip" if t.has_pip and _pip_is_recent(facts) else "none"
@@ -220,7 +229,7 @@ def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Con
     return Context(
         python=t.python, prefix=t.prefix, env_kind=kind, installer=installer, installer_argv=argv,
         offline=offline, pip=pip, frameworks=frameworks_info(facts, compat), pins=_exact_pins(facts),
-        installed={d.name: d.version for d in facts.distributions},
+        installed={d.name: d.version for d in facts.distributions}, wheel_tags=wheel_tags(t) or None,
     )
 
 

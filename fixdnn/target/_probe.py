@@ -23,6 +23,40 @@ def _site_dirs():
     return dirs
 
 
+def _markers():
+    # packaging.markers.default_environment(), written out: the probe may import nothing but the stdlib
+    import platform
+
+    impl = sys.implementation
+    iver = "%d.%d.%d" % impl.version[:3]
+    if impl.version.releaselevel != "final":
+        iver += impl.version.releaselevel[0] + str(impl.version.serial)
+    return {
+        "implementation_name": impl.name,
+        "implementation_version": iver,
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_release": platform.release(),
+        "platform_system": platform.system(),
+        "platform_version": platform.version(),
+        "python_full_version": platform.python_version(),
+        "platform_python_implementation": platform.python_implementation(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    }
+
+
+def _wheel_env():
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):
+        libc = ""
+    return {
+        "soabi": sysconfig.get_config_var("SOABI") or "",
+        "glibc": libc.split()[-1] if libc.startswith("glibc ") else "",
+    }
+
+
 def main():
     cwd = os.getcwd()
     site_dirs = _site_dirs()
@@ -72,6 +106,8 @@ def main():
         "sys_path_origins": origins,
         "cwd": cwd,
         "has_pip": has_pip,
+        "markers": _markers(),
+        "wheel_env": _wheel_env(),
     }
     sys.stdout.write(json.dumps(out))
 

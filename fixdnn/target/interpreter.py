@@ -234,5 +234,11 @@ def _discover(host: Host, spec: TargetSpec, python: str | None, prefix: str | No
         sys_path_origins=tuple(data.get("sys_path_origins") or ()),
         cwd=data.get("cwd") or "/",
         has_pip=data.get("has_pip"),
+        markers=_strings(data.get("markers")),
+        wheel_env=_strings(data.get("wheel_env")),
     )
     return info, []
+
+
+def _strings(value) -> dict[str, str]:
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(value, dict) else {}
