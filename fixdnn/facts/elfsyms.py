@@ -16,7 +16,9 @@ from __future__ import annotations
 import stat as stat_mod
 import struct
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fixdnn.target.host import Host, HostError
 
@@ -32,6 +34,7 @@ STB_WEAK = 2
 _MAX_SECTIONS = 1 << 16
 _MAX_ENTRIES = 1 << 16  # verneed / verdef entries walked before giving up on a damaged chain
 _CHUNK = 1 << 16
+T = TypeVar("T")
 
 
 class _Bad(Exception):
@@ -189,45 +192,49 @@ def _open(host: Host, path: str):
         return None
 
 
-def version_needs(host: Host, path: str, provider_soname: str) -> Needs | None:
-    """The versions and the undefined, non-weak versioned symbols that ``path`` asks of ``provider_soname``."""
+def _answer(host: Host, path: str, question: Callable[[_Elf], T]) -> T | None:
+    """``question(elf)`` for the file at ``path``; None when it cannot be opened or read as ELF."""
     fh = _open(host, path)
     if fh is None:
         return None
     with fh:
         try:
-            elf = _Elf(fh)
-            needs = {ndx: (name, weak) for ndx, (filename, name, weak) in elf.verneed().items()
-                     if filename == provider_soname}
-            if not needs:
-                return Needs((), ())
-            dynsym, versym = elf.first(SHT_DYNSYM), elf.first(SHT_GNU_VERSYM)
-            symbols = []
-            if dynsym is not None and versym is not None:
-                strtab = elf.sections[dynsym.link]
-                for index, ndx in enumerate(elf.versym_array(versym)):
-                    if (ndx & 0x7FFF) not in needs:
-                        continue
-                    name, info, shndx = elf.symbol(dynsym, index)
-                    if shndx == 0 and info >> 4 != STB_WEAK:
-                        symbols.append((elf.string(strtab, name), needs[ndx & 0x7FFF][0]))
-            versions = tuple(sorted(set(needs.values())))
-            return Needs(versions, tuple(sorted(set(symbols))))
+            return question(_Elf(fh))
         except (_Bad, struct.error, IndexError, OSError):
             return None
+
+
+def version_needs(host: Host, path: str, provider_soname: str) -> Needs | None:
+    """The versions and the undefined, non-weak versioned symbols that ``path`` asks of ``provider_soname``."""
+
+    def question(elf: _Elf) -> Needs:
+        needs = {ndx: (name, weak) for ndx, (filename, name, weak) in elf.verneed().items()
+                 if filename == provider_soname}
+        if not needs:
+            return Needs((), ())
+        dynsym, versym = elf.first(SHT_DYNSYM), elf.first(SHT_GNU_VERSYM)
+        symbols = []
+        if dynsym is not None and versym is not None:
+            strtab = elf.sections[dynsym.link]
+            for index, ndx in enumerate(elf.versym_array(versym)):
+                if (ndx & 0x7FFF) not in needs:
+                    continue
+                name, info, shndx = elf.symbol(dynsym, index)
+                if shndx == 0 and info >> 4 != STB_WEAK:
+                    symbols.append((elf.string(strtab, name), needs[ndx & 0x7FFF][0]))
+        return Needs(tuple(sorted(set(needs.values()))), tuple(sorted(set(symbols))))
+
+    return _answer(host, path, question)
 
 
 def version_defs(host: Host, path: str) -> tuple[str, ...] | None:
     """The version names ``path`` defines; ``()`` when it has no versioning (glibc then accepts any version)."""
-    fh = _open(host, path)
-    if fh is None:
-        return None
-    with fh:
-        try:
-            defs = _Elf(fh).verdef()
-            return () if defs is None else tuple(defs.values())
-        except (_Bad, struct.error, IndexError, OSError):
-            return None
+
+    def question(elf: _Elf) -> tuple[str, ...]:
+        defs = elf.verdef()
+        return () if defs is None else tuple(defs.values())
+
+    return _answer(host, path, question)
 
 
 def _gnu_hash(name: bytes) -> int:
@@ -285,35 +292,29 @@ def _candidates(elf: _Elf, name: bytes):
 
 def defines(host: Host, path: str, symbols: list[tuple[str, str]]) -> dict[tuple[str, str], bool] | None:
     """For each (symbol, version): whether ``path`` defines that symbol at that version."""
-    fh = _open(host, path)
-    if fh is None:
-        return None
-    with fh:
-        try:
-            elf = _Elf(fh)
-            dynsym, versym = elf.first(SHT_DYNSYM), elf.first(SHT_GNU_VERSYM)
-            if dynsym is None:
-                raise _Bad("no dynamic symbol table")
-            strtab = elf.sections[dynsym.link]
-            defs = elf.verdef()
-            out = {}
-            for name, version in symbols:
-                found = False
-                for index in _candidates(elf, name.encode()):
-                    st_name, info, shndx = elf.symbol(dynsym, index)
-                    if shndx == 0 or info >> 4 == STB_LOCAL or elf.string(strtab, st_name) != name:
-                        continue
-                    if defs is None or versym is None:
-                        found = True  # an unversioned provider satisfies any versioned reference
-                        break
-                    raw = elf.versym(versym, index)
-                    defined_as = defs.get(raw & 0x7FFF)
-                    # glibc's check_match: the same version name, or a definition without a version entry
-                    # that is not hidden.
-                    if defined_as == version or (defined_as is None and not raw & 0x8000):
-                        found = True
-                        break
-                out[(name, version)] = found
-            return out
-        except (_Bad, struct.error, IndexError, OSError):
-            return None
+
+    def question(elf: _Elf) -> dict[tuple[str, str], bool]:
+        dynsym, versym = elf.first(SHT_DYNSYM), elf.first(SHT_GNU_VERSYM)
+        if dynsym is None:
+            raise _Bad("no dynamic symbol table")
+        strtab = elf.sections[dynsym.link]
+        defs = elf.verdef()
+
+        def found(name: str, version: str) -> bool:
+            for index in _candidates(elf, name.encode()):
+                st_name, info, shndx = elf.symbol(dynsym, index)
+                if shndx == 0 or info >> 4 == STB_LOCAL or elf.string(strtab, st_name) != name:
+                    continue
+                if defs is None or versym is None:
+                    return True  # an unversioned provider satisfies any versioned reference
+                raw = elf.versym(versym, index)
+                defined_as = defs.get(raw & 0x7FFF)
+                # glibc's check_match: the same version name, or a definition without a version entry
+                # that is not hidden.
+                if defined_as == version or (defined_as is None and not raw & 0x8000):
+                    return True
+            return False
+
+        return {(name, version): found(name, version) for name, version in symbols}
+
+    return _answer(host, path, question)
