@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import replace
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -358,4 +359,21 @@ def gather(host: Host, distributions: tuple[Distribution, ...], compat: Compat,
             continue
         frameworks.append(fw)
         unknowns.extend(unk)
-    return tuple(frameworks), unknowns
+    return _one_jax_per_cuda(frameworks), unknowns
+
+
+def _one_jax_per_cuda(frameworks: list[Framework]) -> tuple[Framework, ...]:
+    """JAX's CUDA support is two wheels, one process: jax-cudaN-plugin (the extensions, the cuDNN pin in
+    its [with-cuda] extra) and jax-cudaN-pjrt (jax_plugins/xla_cudaN/xla_cuda_plugin.so, which loads
+    cuDNN). Report them as one JAX: the plugin's needs, the PJRT library as the loader."""
+    out: list[Framework] = []
+    for fw in frameworks:
+        twin = next((i for i, o in enumerate(out) if fw.name == o.name == "jax" and fw.cuda == o.cuda), None)
+        if twin is None:
+            out.append(fw)
+            continue
+        first = out[twin]
+        keep, other = (first, fw) if first.distribution.endswith("-plugin") else (fw, first)
+        out[twin] = replace(keep, loaded_by=keep.loaded_by or other.loaded_by,
+                            notes=keep.notes + (f"one process with {other.distribution} {other.version}",))
+    return tuple(out)

@@ -125,3 +125,21 @@ def test_paddle_cpu_build_needs_no_cudnn(tmp_path, environ):
     (env.site / "paddle/version/__init__.py").write_text(text)
     facts, symptoms = run_diagnosis(env.python, environ)
     assert not fw(facts, "paddle").gpu_build and names(symptoms, "error") == []
+
+
+# -- JAX: two wheels, one framework --------------------------------------------------------------------
+
+def test_jax_plugin_and_pjrt_wheels_are_one_framework(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv")
+    env.add_jax_plugin("0.7.2", 12)
+    env.add_dist("jax-cuda12-pjrt", "0.7.2", [])
+    env.add_cudnn_wheel("9.8.0.87", 12)
+    env.add_cuda_wheels(12, "12.8.90")
+    facts, symptoms = run_diagnosis(env.python, environ)
+    jax = [f for f in facts.frameworks if f.name == "jax"]
+    assert len(jax) == 1 and jax[0].distribution == "jax-cuda12-plugin"
+    assert jax[0].loaded_by.endswith("xla_cuda_plugin.so") and "jax-cuda12-pjrt" in jax[0].notes[-1]
+    need = next(n for n in jax[0].needs if n.library == "cudnn")
+    assert need.minimum == "9.8"
+    assert len({s.summary for s in symptoms if s.evidence.get("framework") == "jax"}) == \
+        len([s for s in symptoms if s.evidence.get("framework") == "jax"])
