@@ -73,7 +73,7 @@ def _gather(opts: dict):
                           verify_all=bool(opts.get("verify_all")), lock=opts.get("lock"),
                           save_cache=not opts.get("dry_run"), notice=shown.update)
     except LockfileError as exc:
-        raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else str(exc)) from None
+        raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else _conda_missing()) from None
 
 
 def _lock_missing():
@@ -82,13 +82,20 @@ def _lock_missing():
     return CondaLockMissing
 
 
+def _conda_missing() -> str:
+    """conda-lock is missing: the exact command that adds it to this fixdnn's own installation."""
+    from fixdnn.cli.selfinstall import hint
+
+    return f"conda-lock is not installed (lockfiles need fixdnn's conda extra): {hint('conda')}"
+
+
 def _read_lock(path: str, platform: str | None):
     from fixdnn.facts.lockfile import LockfileError, read
 
     try:
         return read(path, platform)
     except LockfileError as exc:
-        raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else str(exc)) from None
+        raise UsageError(f"--lock {exc}" if not isinstance(exc, _lock_missing()) else _conda_missing()) from None
 
 
 def _emit_json(data: dict) -> None:
@@ -207,7 +214,7 @@ def lock_command(
 
     opts = _options(ctx)
     if not available():
-        raise UsageError(str(CondaLockMissing()))
+        raise UsageError(_conda_missing())
     if opts.get("facts_file"):
         raise UsageError("lock reads the live environment's records; it cannot use --facts")
     facts_value = _gather({**opts, "lock": None})
