@@ -412,7 +412,10 @@ def test_without_conda_lock_says_how_to_install_it(args, env, tmp_path):
                          capture_output=True, text=True, cwd=str(ROOT), timeout=120,
                          env=hermetic_environ(tmp_path, PYTHONPATH=str(ROOT)))
     assert res.returncode == 2, res.stderr
-    assert res.stderr == "fixdnn: conda-lock is not installed: pip install 'fixdnn[conda]'\n"
+    # the install command is the one for this fixdnn's own installation (tests/unit/test_selfinstall.py)
+    from fixdnn.cli.selfinstall import hint
+
+    assert res.stderr == f"fixdnn: conda-lock is not installed (lockfiles need fixdnn's conda extra): {hint()}\n"
     assert not (tmp_path / "out.yml").exists()
 
 
