@@ -236,3 +236,29 @@ def test_version_and_short_help(environ):
     assert version.returncode == 0 and version.stdout.strip() == f"fixdnn {__version__}"
     short = fixdnn(["-h"], environ)
     assert short.returncode == 0 and "Usage: fixdnn" in short.stdout and "--dry-run" in short.stdout
+
+
+@pytest.mark.parametrize("how", ["ld_library_path_bare_copy", "ld_preload", "pip_target_on_pythonpath"])
+def test_issue_11_breakages_exit_1_and_name_the_file(tmp_path, environ, how):
+    """torch needs cuDNN 9.24; a 9.13 comes first in three ways the issue saw say "healthy": the CLI
+    exits 1 and the JSON evidence names the file (and the sys.path entry when there is one)."""
+    env = EnvBuilder(tmp_path / "venv").torch_cuda13()
+    old = tmp_path / ("old-cudnn" if how == "ld_preload" else "old cudnn")  # ld.so splits LD_PRELOAD on spaces
+    EnvBuilder(old, real_python=False).add_cudnn_wheel("9.13.0.50", 13, location=old, header=False,
+                                                       dist=how == "pip_target_on_pythonpath")
+    shim = old / "nvidia/cudnn/lib/libcudnn.so.9"
+    if how == "ld_library_path_bare_copy":  # the wheel is gone; only the old lib/ files are reachable
+        shutil.rmtree(env.cudnn_lib.parent)
+        shutil.rmtree(next(env.site.glob("nvidia_cudnn_cu13-*.dist-info")))
+        environ["LD_LIBRARY_PATH"] = str(shim.parent)
+    elif how == "ld_preload":
+        environ["LD_PRELOAD"] = str(shim)
+    else:
+        environ["PYTHONPATH"] = str(old)
+    proc = fixdnn(["--python", str(env.python), "--json"], environ)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    mismatch = next(s for s in report["symptoms"] if s["name"] == "cudnn-version-mismatch")
+    assert mismatch["evidence"]["loaded"]["path"] == str(shim) and mismatch["evidence"]["loaded"]["version"] == "9.13.0"
+    if how == "pip_target_on_pythonpath":
+        assert mismatch["evidence"]["entry"] == {"index": 1, "path": str(old), "origin": "pythonpath"}
