@@ -14,6 +14,7 @@ against the empty module.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -30,10 +31,16 @@ from fixdnn.shell.install import install  # noqa: E402
 from fixdnn.shell.preload import HOOK_MODULE  # noqa: E402
 
 
-def _once(python: Path, env: dict[str, str]) -> float:
+def _once(python: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one start; CPU time is what a loaded machine disturbs least."""
     start = time.perf_counter()
-    subprocess.run([str(python), "-c", "pass"], env=env, check=True)
-    return time.perf_counter() - start
+    proc = subprocess.Popen([str(python), "-c", "pass"], env=env)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{python} failed to start ({proc.returncode})")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def import_time_us(python: Path, env: dict[str, str], module: str, runs: int = 30) -> tuple[float, float]:
@@ -70,9 +77,12 @@ def main() -> None:
             for p in py.values():
                 _once(p, env)
         times: dict[str, list[float]] = {name: [] for name in py}
+        cpu: dict[str, list[float]] = {name: [] for name in py}
         for _ in range(args.runs):
             for name, p in py.items():
-                times[name].append(_once(p, env))
+                wall, used = _once(p, env)
+                times[name].append(wall)
+                cpu[name].append(used)
         imp = {"empty": import_time_us(py["empty"], env, "_bench_empty"),
                "hooked": import_time_us(py["hooked"], env, HOOK_MODULE)}
     print(f"python {sys.version.split()[0]}, {args.runs} round-robin runs each of 'env/bin/python -c pass'")
@@ -81,6 +91,10 @@ def main() -> None:
         med, low = statistics.median(times[name]), min(times[name])
         print(f"  {name:<7} median {med * 1000:7.2f} ms ({(med - base_med) * 1000:+.3f} ms, {med / base_med:.3f}x)"
               f"   min {low * 1000:7.2f} ms ({(low - base_min) * 1000:+.3f} ms, {low / base_min:.3f}x)")
+    cpu_base = statistics.median(cpu["plain"])
+    for name in py:
+        med = statistics.median(cpu[name])
+        print(f"  {name:<7} CPU median {med * 1000:7.2f} ms ({(med - cpu_base) * 1000:+.3f} ms, {med / cpu_base:.3f}x)")
     (e_med, e_min), (h_med, h_min) = imp["empty"], imp["hooked"]
     print(f"  -X importtime: {HOOK_MODULE} median {h_med:.0f} us / min {h_min:.0f} us; empty module median "
           f"{e_med:.0f} us / min {e_min:.0f} us; ratio (min) {h_min / max(e_min, 1):.2f}x")

@@ -117,7 +117,8 @@ def diagnose(opts: dict) -> int:
         from fixdnn.plan.build import build_plan
 
         plan_value = build_plan(facts, report.symptoms, opts, host=_host(opts))
-        plan_data = plan_dict(plan_value, facts.target.python, facts.target.prefix)
+        specs = _kernelspecs(opts, facts.target.prefix) if facts.target.prefix else ()
+        plan_data = plan_dict(plan_value, facts.target.python, facts.target.prefix, specs)
         report = Report(report.facts, report.symptoms, {**(report.extra or {}), "plan": plan_data})
     if opts.get("json"):
         _emit_json(to_dict(report))
@@ -235,9 +236,11 @@ def lock_command(
 
 @app.command("env")
 def env_command(ctx: typer.Context) -> None:
-    """Show what fixdnn's activation scripts change in the environment, and why."""
+    """Show what fixdnn changes in the environment (activation scripts, in-process hook, Jupyter kernelspecs)."""
+    from fixdnn.facts.kernelspecs import find
     from fixdnn.shell.envfile import EnvFileError
     from fixdnn.shell.install import describe
+    from fixdnn.shell.preload import describe as describe_preload
 
     opts = _options(ctx)
     prefix = _target_prefix(opts)
@@ -245,17 +248,40 @@ def env_command(ctx: typer.Context) -> None:
         ops = describe(prefix)
     except EnvFileError as exc:
         raise UsageError(str(exc)) from None
+    hook = describe_preload(prefix)
+    specs = find(_host(opts), prefix)
     if opts.get("json"):
-        _emit_json({"schema": "fixdnn.env/1", "prefix": prefix, "operations": ops})
+        _emit_json({"schema": "fixdnn.env/1", "prefix": prefix, "operations": ops, "in_process": hook,
+                    "kernelspecs": [k.to_dict() for k in specs]})
         return
-    if not ops:
-        sys.stdout.write(f"fixdnn changes nothing in {prefix}\n")
-        return
+    out = sys.stdout
+    if not ops and not hook["preload"]:
+        out.write(f"fixdnn changes nothing in {prefix}\n")
     for op in ops:
         value = f" {op['value']}" if op["value"] is not None else ""
         why = f"  # {op['reason']}" if op["reason"] else ""
         fixes = f" (fixes {op['fixes']})" if op["fixes"] else ""
-        sys.stdout.write(f"{op['op']} {op['name']}{value}{why}{fixes}\n")
+        out.write(f"{op['op']} {op['name']}{value}{why}{fixes}\n")
+    for lib in hook["preload"]:
+        out.write(f"preload {lib['path']}" + (f"  # {lib['reason']}" if lib.get("reason") else "") + "\n")
+    if hook["files"]:
+        state = "installed" if hook["installed"] else "INCOMPLETE (run 'fixdnn apply' again or 'fixdnn rollback')"
+        out.write(f"in-process hook: {state}: {', '.join(hook['files'])}\n")
+    for op in hook["ops"]:
+        if not op.get("in_process"):
+            out.write(f"  not in-process: {op['op']} {op['name']}: {op.get('effect')}\n")
+    for k in specs:
+        runs = "runs this environment" if k.runs_env else f"runs {k.argv0 or '?'}"
+        extra = "; shadowed by an earlier kernelspec of that name" if k.shadowed else ""
+        sets = f"; fixdnn sets {', '.join(k.fixdnn)}" if k.fixdnn else ""
+        out.write(f"kernelspec {k.name}: {k.path} ({k.location}; {k.error or runs}{sets}{extra})\n")
+
+
+def _kernelspecs(opts: dict, prefix: str) -> tuple:
+    """The readable kernelspecs that start this environment's interpreter (their env gets its variables)."""
+    from fixdnn.facts.kernelspecs import find
+
+    return tuple(k for k in find(_host(opts), prefix) if k.runs_env and k.error is None and not k.shadowed)
 
 
 def _report_interrupted() -> None:
@@ -325,9 +351,11 @@ def _apply_json(plan, facts_value, found, yes: bool) -> int:
     target = Target.from_info(facts_value.target)
     if plan.actions and not yes:
         raise UsageError("apply --json cannot ask before changing anything; add --yes (or use --dry-run --json)")
+    specs = _kernelspecs({}, target.prefix)  # apply refuses --root: the live host
+    target = _with_kernelspecs(target, plan, specs)
     errors = any(s.severity == "error" for s in found)
     data = {"schema": "fixdnn.apply/1", "target": {"python": target.python, "prefix": target.prefix},
-            "plan": plan_dict(plan, target.python, target.prefix), "outcome": "nothing-to-do", "txn_id": None,
+            "plan": plan_dict(plan, target.python, target.prefix, specs), "outcome": "nothing-to-do", "txn_id": None,
             "reason": "", "steps_done": 0, "manual": [], "symptoms": [symptom_entry(s) for s in found]}
     code = 1 if errors else 0
     if plan.actions:
@@ -346,6 +374,17 @@ def _apply_json(plan, facts_value, found, yes: bool) -> int:
     return code
 
 
+def _with_kernelspecs(target, plan, specs):
+    """The target with the kernelspecs whose env the plan's variable changes go to (none without any)."""
+    import dataclasses
+
+    from fixdnn.model.actions import ENV_KINDS
+
+    if not any(a.kind in ENV_KINDS for a in plan.actions):
+        return target
+    return dataclasses.replace(target, kernelspecs=tuple(k.path for k in specs))
+
+
 def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
     from fixdnn.plan.reach import reach
     from fixdnn.repair.acceptance import verifier
@@ -353,6 +392,8 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
     from fixdnn.repair.transaction import LockError, TxnError
 
     target = Target.from_info(facts_value.target)
+    specs = _kernelspecs({}, target.prefix)  # apply refuses --root: the live host
+    target = _with_kernelspecs(target, plan, specs)
     out = sys.stdout
     if not plan.actions:
         out.write("nothing to apply" + (f"; not fixable here: {', '.join(plan.unfixed)}" if plan.unfixed else "")
@@ -363,8 +404,12 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
         out.write(f"  {n}. {action.describe(target.python)}\n")
         if action.reason:
             out.write(f"     why: {action.reason}\n")
-        for r in reach(action):
+        for r in reach(action, len(target.kernelspecs)):
             out.write(f"     {r.where}: {r.reaches or 'not reached: ' + r.note}\n")
+    for k in specs:
+        if k.path in target.kernelspecs:
+            where = "inside the environment" if k.inside else f"OUTSIDE the environment ({k.location} Jupyter data dir)"
+            out.write(f"  kernelspec {k.name}: {k.path} gets the variables in its 'env' ({where})\n")
     for note in plan.notes:
         out.write(f"  note: {note}\n")
     out.flush()
@@ -519,8 +564,9 @@ def verify_command(
     facts_value = _gather(opts)
     from fixdnn.cli.progress import status
 
+    specs = _kernelspecs(opts, facts_value.target.prefix) if facts_value.target.prefix else ()
     with status(opts, "starting the probes") as shown:
-        result = verify(facts_value, _host(opts), timeout=timeout, loader_trace=loader_trace,
+        result = verify(facts_value, _host(opts), timeout=timeout, loader_trace=loader_trace, kernelspecs=specs,
                         on_probe=lambda what: shown.update(f"probing in a subprocess: {what}"))
     if opts.get("json"):
         _emit_json(result.to_dict())

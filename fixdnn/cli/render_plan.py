@@ -20,8 +20,10 @@ def _read(path: Path) -> str:
         return ""
 
 
-def env_file_diffs(plan: Plan, prefix: str | None) -> tuple[list[tuple[str, str]], str | None]:
-    """[(path, unified diff)] the env actions would produce, or ([], why not)."""
+def env_file_diffs(plan: Plan, prefix: str | None,
+                   kernelspecs: tuple[str, ...] = ()) -> tuple[list[tuple[str, str]], str | None]:
+    """[(path, unified diff)] the env actions would produce (kernel.json files of ``kernelspecs`` too),
+    or ([], why not)."""
     env_actions = [a for a in plan.actions if a.kind in PERSISTED_KINDS]
     if not env_actions:
         return [], None
@@ -35,7 +37,8 @@ def env_file_diffs(plan: Plan, prefix: str | None) -> tuple[list[tuple[str, str]
         ops = [EnvOp(_OP[a.kind], a.name or "", None if a.kind == "env-unset" else a.value, a.reason,
                      ", ".join(a.fixes)) for a in env_actions if a.kind in ENV_KINDS]
         pre = [Preload(a.path or "", a.reason, ", ".join(a.fixes)) for a in env_actions if a.kind == "preload"]
-        changes = planned_changes(prefix, EnvFile(current.ops + tuple(ops), current.preloads + tuple(pre)))
+        changes = planned_changes(prefix, EnvFile(current.ops + tuple(ops), current.preloads + tuple(pre)),
+                                  kernelspecs=kernelspecs)
     except (ShellInstallError, EnvFileError) as exc:
         return [], str(exc)
     out = []
@@ -78,10 +81,16 @@ def action_dict(a: Action, python: str | None) -> dict:
     return out
 
 
-def plan_dict(plan: Plan, python: str | None, prefix: str | None) -> dict:
-    diffs, why = env_file_diffs(plan, prefix)
+def plan_dict(plan: Plan, python: str | None, prefix: str | None, kernelspecs: tuple = ()) -> dict:
+    """``kernelspecs``: the Kernelspec facts that run this environment (their kernel.json gets its variables)."""
+    paths = tuple(k.path for k in kernelspecs) if any(a.kind in ENV_KINDS for a in plan.actions) else ()
+    diffs, why = env_file_diffs(plan, prefix, paths)
     notes = list(plan.notes) + ([f"environment changes: {why}"] if why else [])
+    notes += [f"outside the environment: kernelspec {k.path} ({k.location} Jupyter data dir) gets this "
+              "environment's variables in its 'env'" for k in kernelspecs if k.path in paths and not k.inside]
     return {
+        "kernelspecs": [{"path": k.path, "name": k.name, "location": k.location, "inside": k.inside}
+                        for k in kernelspecs if k.path in paths],
         "actions": [action_dict(a, python) for a in plan.actions],
         "files": [{"path": p, "diff": d} for p, d in diffs],
         "notes": notes,

@@ -42,10 +42,14 @@ SYMPTOM = obj({
 }, doc="One symptom: a permanent code, a stable name, and its evidence (chain: the loader steps, in full).")
 
 PLAN = obj({
-    "actions": arr(obj({"kind": STR, "fixes": arr(STR), "remedy": STR, "reason": STR})),
+    "actions": arr(obj({"kind": STR, "fixes": arr(STR), "remedy": STR, "reason": STR,
+                        "reach": arr(obj({"where": STR, "reaches": STR, "note": STR}))}, optional=("reach",))),
+    "kernelspecs": arr(obj({"path": STR, "name": STR, "location": STR, "inside": BOOL})),
     "files": arr(obj({"path": STR, "diff": STR})),
     "notes": arr(STR), "unfixed": arr(STR), "runnable": BOOL,
-}, doc="A repair plan: actions in order (pip commands, environment changes, files), never yet applied.")
+}, optional=("kernelspecs",),
+    doc="A repair plan: actions in order (pip commands, environment changes, files), where each change lives "
+        "and which processes it reaches, never yet applied.")
 
 _TARGET = obj({
     "python": opt(STR), "python_version": opt(STR), "prefix": opt(STR),
@@ -96,9 +100,12 @@ _add("fixdnn.symptoms/1", "fixdnn symptoms --json: every symptom fixdnn knows", 
     "symptoms": arr(obj({"code": STR, "name": STR, "severity": STR, "title": STR})),
 })
 
-_add("fixdnn.env/1", "fixdnn env --json: what the activation scripts change", {
+_add("fixdnn.env/1", "fixdnn env --json: what the activation scripts, the in-process hook and kernelspecs change", {
     "prefix": STR,
     "operations": arr(obj({"op": STR, "name": STR, "value": opt(STR), "reason": opt(STR), "fixes": opt(STR)})),
+    "in_process": obj({"installed": BOOL, "files": arr(STR), "preload": arr(ANY_OBJ), "ops": arr(ANY_OBJ)}),
+    "kernelspecs": arr(obj({"name": STR, "path": STR, "location": STR, "argv0": opt(STR), "runs_env": BOOL,
+                            "env": ANY_OBJ, "fixdnn_sets": arr(STR), "shadowed": BOOL, "error": opt(STR)})),
 })
 
 _TXN_ROW = obj({"id": STR, "time": STR, "actions": arr(STR), "outcome": STR, "reason": opt(STR)})

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from fixdnn.model.facts import Facts
-from fixdnn.probes import Finding
+from fixdnn.probes import Finding, everywhere
 from fixdnn.probes.compare import compare_outcomes, compare_version, decode_cudnn
 from fixdnn.probes.runner import ProbeRun, findings_of, run_probe
 
@@ -275,8 +275,12 @@ def failing_sonames(findings: list[Finding], shims: list[str]) -> list[str]:
 
 
 def verify(facts: Facts, host, *, timeout: float = 120, loader_trace: bool = False,
-           frameworks: tuple[str, ...] | None = None, on_probe=None) -> VerifyResult:
-    """``on_probe(what)``: told before each subprocess probe starts (the CLI shows it as progress)."""
+           frameworks: tuple[str, ...] | None = None, kernelspecs: tuple = (), on_probe=None) -> VerifyResult:
+    """Every probe for one target; ``kernelspecs``: the Kernelspec facts that run it (each kernel is started);
+    ``on_probe(what)``: told before each subprocess probe starts (the CLI shows it as progress).
+
+    When fixdnn changed the environment's variables, each framework is probed twice: as an activated shell
+    starts it, and as a plain ``env/bin/python`` (cron, IDEs) does (:mod:`fixdnn.probes.everywhere`)."""
     told = on_probe or (lambda _what: None)
     python = facts.target.python
     if not python:
@@ -302,6 +306,7 @@ def verify(facts: Facts, host, *, timeout: float = 120, loader_trace: bool = Fal
         runs.append(run)
         reruns.append((run, found))
     wanted = frameworks if frameworks is not None else tuple(f.name for f in facts.frameworks if f.name in FRAMEWORKS)
+    plain = everywhere.has_changes(facts.target.prefix)
     for name in dict.fromkeys(wanted):
         told(f"importing {name} and running a tiny conv2d")
         run = run_probe("framework", python, [name], probe=name, env=env, cwd=cwd, timeout=timeout)
@@ -310,6 +315,23 @@ def verify(facts: Facts, host, *, timeout: float = 120, loader_trace: bool = Fal
         passed += ok
         runs.append(run)
         reruns.append((run, found))
+        if plain:
+            label = f"{name} ({everywhere.PLAIN_LABEL})"
+            told(f"importing {name} from a {everywhere.PLAIN_LABEL}")
+            run = run_probe("framework", python, [name], probe=label, env=everywhere.plain_environ(host.environ),
+                            cwd=cwd, timeout=timeout)
+            found, ok = _framework_findings(facts, host, run, name)
+            findings += [replace(f, summary=f"{everywhere.PLAIN_LABEL}: {f.summary}") for f in found]
+            passed += [f"{everywhere.PLAIN_LABEL}: {line}" for line in ok]
+            runs.append(run)
+    for spec in kernelspecs:
+        told(f"starting Jupyter kernel {spec.name}")
+        run = everywhere.kernel_run(python, spec, list(dict.fromkeys(wanted)), everywhere.plain_environ(host.environ),
+                                    timeout)
+        found, ok = everywhere.kernel_findings(run, spec)
+        findings += found
+        passed += ok
+        runs.append(run)
     traces: dict[str, str] = {}
     if loader_trace:
         for run, found in reruns:

@@ -56,6 +56,7 @@ class Target:
     prefix: str
     python: str | None
     site_dirs: tuple[str, ...] = ()
+    kernelspecs: tuple[str, ...] = ()  # kernel.json files that run this environment and get its variables
 
     @classmethod
     def from_info(cls, info) -> Target:
@@ -290,7 +291,8 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
                 env_now = EnvFile.load(EnvFile.path_for(target.prefix))
             try:
                 env_now = _env_file_after(target.prefix, action, env_now)
-                item.writes = [os.fspath(p) for p in planned_writes(target.prefix, env_now, target.site_dirs)]
+                item.writes = [os.fspath(p) for p in planned_writes(target.prefix, env_now, target.site_dirs,
+                                                                   target.kernelspecs)]
             except EnvFileError as exc:
                 raise ApplyError(f"{exc}; nothing changed") from None
             item.env_file = env_now
@@ -401,7 +403,8 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
         if action.kind == "write-file":
             writes = [action.path]
         else:
-            writes = [os.fspath(p) for p in planned_writes(target.prefix, item.env_file, target.site_dirs)]
+            writes = [os.fspath(p) for p in planned_writes(target.prefix, item.env_file, target.site_dirs,
+                                                                  target.kernelspecs)]
             writes.append(os.fspath(EnvFile.path_for(target.prefix)))
             # every file the in-process hook can own, its bytecode included, so rollback is byte-exact
             writes += [os.fspath(p) for p in preload_files(target.prefix, target.site_dirs)]
@@ -415,7 +418,7 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
             from fixdnn.shell.envfile import EnvFileError
 
             try:
-                install(target.prefix, item.env_file, target.site_dirs)
+                install(target.prefix, item.env_file, target.site_dirs, target.kernelspecs)
             except EnvFileError as exc:  # e.g. a preloaded library vanished since prepare
                 raise ApplyError(str(exc)) from None
         txn.append({"op": "done", "step": step})

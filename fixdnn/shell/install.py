@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from fixdnn.base.atomic import write_atomic
 from fixdnn.shell.envfile import EnvFile, EnvFileError
+from fixdnn.shell.kernelspec import render as render_kernelspec
 from fixdnn.shell.preload import files as preload_files
 from fixdnn.shell.preload import render as preload_render
 from fixdnn.shell.render import prefix_key, render_fish, render_posix
@@ -130,7 +131,8 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _desired(prefix: Path, env: EnvFile | None, site_dirs: tuple[str, ...] = ()) -> Iterator[tuple[Path, str]]:
+def _desired(prefix: Path, env: EnvFile | None, site_dirs: tuple[str, ...] = (),
+             kernelspecs: tuple[str, ...] = ()) -> Iterator[tuple[Path, str]]:
     if env is None:
         env = EnvFile.load(EnvFile.path_for(prefix))
         toml = _read(EnvFile.path_for(prefix)) or ""
@@ -140,6 +142,14 @@ def _desired(prefix: Path, env: EnvFile | None, site_dirs: tuple[str, ...] = ())
     # the in-process repair comes from the same data as the scripts, so the two never disagree
     for path, data in preload_render(prefix, env, toml, site_dirs):
         yield path, data.decode("utf-8", "surrogateescape")
+    for spec in kernelspecs:
+        text = _read(Path(spec))
+        if text is None:
+            raise ShellInstallError(f"{spec}: missing; run 'fixdnn env' to list this environment's kernelspecs")
+        try:
+            yield Path(spec), render_kernelspec(text, env)
+        except ValueError as exc:
+            raise ShellInstallError(f"{spec}: not a kernelspec fixdnn can change ({exc})") from None
     key = prefix_key(prefix)
     yield prefix / "etc/fixdnn/env.sh", render_posix(env.ops, key)
     yield prefix / "etc/fixdnn/env.fish", render_fish(env.ops, key)
@@ -159,25 +169,28 @@ def _desired(prefix: Path, env: EnvFile | None, site_dirs: tuple[str, ...] = ())
         yield fish, _with_block(text, _FISH_BLOCK)
 
 
-def planned_changes(prefix: str | os.PathLike[str], env: EnvFile | None,
-                    site_dirs: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
+def planned_changes(prefix: str | os.PathLike[str], env: EnvFile | None, site_dirs: tuple[str, ...] = (),
+                    kernelspecs: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
     """(file, new content) for every file ``install(prefix, env)`` would change: diffs for a dry run."""
-    return [(path, text) for path, text in _desired(Path(prefix), env, site_dirs) if _read(path) != text]
+    return [(path, text) for path, text in _desired(Path(prefix), env, site_dirs, kernelspecs)
+            if _read(path) != text]
 
 
-def planned_writes(prefix: str | os.PathLike[str], env: EnvFile | None = None,
-                   site_dirs: tuple[str, ...] = ()) -> list[Path]:
+def planned_writes(prefix: str | os.PathLike[str], env: EnvFile | None = None, site_dirs: tuple[str, ...] = (),
+                   kernelspecs: tuple[str, ...] = ()) -> list[Path]:
     """Files ``install(prefix, env)`` would create or change, so a transaction can back them up first."""
-    return [path for path, _ in planned_changes(prefix, env, site_dirs)]
+    return [path for path, _ in planned_changes(prefix, env, site_dirs, kernelspecs)]
 
 
-def install(prefix: str | os.PathLike[str], env: EnvFile | None = None, site_dirs: tuple[str, ...] = ()) -> list[Path]:
-    """Render the env file (writing ``env`` to env.toml first when given) into the activation scripts and
-    the in-process preload (``fixdnn.shell.preload``; ``site_dirs``: the target's, to place its hook).
+def install(prefix: str | os.PathLike[str], env: EnvFile | None = None, site_dirs: tuple[str, ...] = (),
+            kernelspecs: tuple[str, ...] = ()) -> list[Path]:
+    """Render the env file (writing ``env`` to env.toml first when given) into the activation scripts, the
+    in-process preload (``fixdnn.shell.preload``; ``site_dirs``: the target's, to place its hook) and the
+    ``env`` of the given Jupyter ``kernelspecs`` (kernel.json paths; ``fixdnn.shell.kernelspec``).
 
     Idempotent; returns the files it created or changed (none when already up to date).
     """
-    changes = planned_changes(prefix, env, site_dirs)
+    changes = planned_changes(prefix, env, site_dirs, kernelspecs)
     for path, text in changes:
         write_atomic(path, text, make_parents=True)
     return [path for path, _ in changes]
