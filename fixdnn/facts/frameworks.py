@@ -326,7 +326,31 @@ def _cupy(host: Host, dist: Distribution, compat: Compat, env: dict[str, str]) -
     major = int(m.group(1)[:2]) if m else None
     needs = tuple(n for n in _cuda_needs(str(major), compat, dist.name) if n.library in ("nvrtc", "cublas")) if major else ()
     return Framework("cupy", dist.name, dist.version, True, str(major) if major else None, needs, None, "dlopen",
-                     ("cuDNN is optional for CuPy and not checked",)), []
+                     _cupy_optional(host, dist)), []
+
+
+def _cupy_optional(host: Host, dist: Distribution) -> tuple[str, ...]:
+    """CuPy's optional libraries (cuDNN, NCCL, cuTENSOR, cuSPARSELt): each is one extension module under
+    ``cupy_backends/cuda/libs`` whose DT_NEEDED names it, imported only by the feature that uses it
+    (``cupy.cudnn`` ...), after ``cupy._environment`` preloads the version in ``cupy/.data/_wheel.json``.
+    A missing one disables that feature, nothing else: a note, never a symptom."""
+    from fixdnn.facts.elf import read_elf
+
+    libs = f"{dist.location}/cupy_backends/cuda/libs"
+    try:
+        names = sorted(host.listdir(libs))
+    except HostError:
+        names = []
+    notes = []
+    for name in names:
+        feature = name.split(".", 1)[0]
+        if not name.endswith(".so") or feature not in ("cudnn", "nccl", "cutensor", "cusparselt"):
+            continue
+        wanted = [n for n in read_elf(host, f"{libs}/{name}").needed if n.lower().startswith(f"lib{feature}")]
+        if wanted:
+            notes.append(f"optional: cupy.{feature} needs {', '.join(wanted)} (DT_NEEDED of cupy_backends/cuda/libs/"
+                         f"{name}); without it only that feature is unavailable")
+    return tuple(notes) or ("cuDNN is optional for CuPy and not checked",)
 
 
 def gather(host: Host, distributions: tuple[Distribution, ...], compat: Compat,

@@ -143,3 +143,21 @@ def test_jax_plugin_and_pjrt_wheels_are_one_framework(tmp_path, environ):
     assert need.minimum == "9.8"
     assert len({s.summary for s in symptoms if s.evidence.get("framework") == "jax"}) == \
         len([s for s in symptoms if s.evidence.get("framework") == "jax"])
+
+
+# -- CuPy: optional libraries are notes, never symptoms -----------------------------------------------
+
+def test_cupy_optional_cudnn_is_named_but_never_a_symptom(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv")
+    libs = "cupy_backends/cuda/libs"
+    files = [env._lib(f"{libs}/cudnn.cpython-311-x86_64-linux-gnu.so", None, env.site, needed=["libcudnn.so.8"]),
+             env._lib(f"{libs}/nccl.cpython-311-x86_64-linux-gnu.so", None, env.site, needed=["libnccl.so.2"]),
+             env._lib(f"{libs}/cublas.cpython-311-x86_64-linux-gnu.so", None, env.site, needed=["libcublas.so.12"])]
+    env.add_dist("cupy-cuda12x", "13.6.0", files)
+    env.add_cuda_wheels(12, "12.8.90")
+    facts, symptoms = run_diagnosis(env.python, environ)
+    cupy = fw(facts, "cupy")
+    assert any("cupy.cudnn needs libcudnn.so.8" in n for n in cupy.notes)
+    assert any("cupy.nccl needs libnccl.so.2" in n for n in cupy.notes)
+    assert not [n for n in cupy.notes if "cublas" in n]  # not an optional library
+    assert [s for s in symptoms if s.evidence.get("framework") == "cupy" and s.name.startswith("cudnn")] == []
