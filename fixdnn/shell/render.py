@@ -19,10 +19,11 @@ layer), ``hook`` (applies only if not applied yet) and ``undo``. It leaves the k
 
 from __future__ import annotations
 
-import hashlib
 import os
-from typing import TYPE_CHECKING
 
+# Not typing.TYPE_CHECKING: `fixdnn hook` imports this module in every new shell, and typing alone
+# costs more than the rest of that start-up (bench/startup.py). Type checkers read the block anyway.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -144,6 +145,8 @@ end
 
 def prefix_key(prefix: str | os.PathLike[str]) -> str:
     """Short stable key of an environment prefix, used to name its saved variables."""
+    import hashlib  # here, not at the top: the hook's start-up does not need it
+
     return hashlib.sha256(os.fsencode(os.fspath(prefix))).hexdigest()[:12]
 
 
