@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections import Counter
 from pathlib import Path
 
 from fixdnn.model.facts import KernelImages, arch_number
@@ -42,7 +43,7 @@ _MAX_SHSTRTAB = 16 << 20
 _SCAN_CHUNK = 64 << 10  # padding between containers is searched in bounded chunks
 
 CACHE_NAME = "fatbin-cache.json"
-CACHE_SCHEMA = "fixdnn.fatbin-cache/1"
+CACHE_SCHEMA = "fixdnn.fatbin-cache/2"
 
 
 class _Bad(Exception):
@@ -96,12 +97,12 @@ def _isa(major: int, minor: int) -> str:
     return f"{major}.{minor}"
 
 
-def read_section(fd: int, offset: int, size: int) -> tuple[set[str], set[str], str | None, int]:
-    """(sass archs, ptx archs, newest PTX ISA, entries) of one ``.nv_fatbin`` section, headers only."""
-    sass: set[str] = set()
-    ptx: set[str] = set()
+def read_section(fd: int, offset: int, size: int) -> tuple[Counter, str | None, int, int]:
+    """(containers holding each arch, newest PTX ISA, entries, containers) of one ``.nv_fatbin`` section,
+    from the headers only. Archs are "sm_90" for machine code and "compute_90" for PTX."""
+    seen: Counter = Counter()
     isa: tuple[int, int] | None = None
-    entries = 0
+    entries = containers = 0
     pos, end = offset, offset + size
     while pos + _CONTAINER.size <= end:
         magic, _, head, fat_size = _CONTAINER.unpack(_pread(fd, _CONTAINER.size, pos))
@@ -112,6 +113,7 @@ def read_section(fd: int, offset: int, size: int) -> tuple[set[str], set[str], s
         if head < _CONTAINER.size or stop > end:
             raise _Bad(f"fat binary at byte {pos} runs past its section")
         at = pos + head
+        here: set[str] = set()
         while at + _ENTRY_MIN <= stop:
             raw = _pread(fd, _ENTRY_MIN, at)
             kind, _, entry_head, payload, _, _, minor, major, arch = _ENTRY.unpack_from(raw)
@@ -120,14 +122,16 @@ def read_section(fd: int, offset: int, size: int) -> tuple[set[str], set[str], s
                 raise _Bad(f"fat binary entry at byte {at} runs past its container")
             suffix = "a" if flags & FLAG_ARCH_SPECIFIC else "f" if flags & FLAG_FAMILY else ""
             if kind == KIND_ELF:
-                sass.add(f"sm_{arch}{suffix}")
+                here.add(f"sm_{arch}{suffix}")
             elif kind == KIND_PTX:
-                ptx.add(f"compute_{arch}{suffix}")
+                here.add(f"compute_{arch}{suffix}")
                 isa = max(isa, (major, minor)) if isa else (major, minor)
             entries += 1
             at += entry_head + payload
+        seen.update(here)
+        containers += 1
         pos = stop
-    return sass, ptx, _isa(*isa) if isa else None, entries
+    return seen, _isa(*isa) if isa else None, entries, containers
 
 
 def _next_container(fd: int, pos: int, end: int) -> int:
@@ -151,23 +155,26 @@ def _sorted(archs: set[str]) -> tuple[str, ...]:
 
 
 def read(host: Host, path: str) -> KernelImages:
-    """The kernels of one library; a file that cannot be read is a fact with ``error`` set."""
+    """The kernels of one library; a file that cannot be read is a fact with ``error`` set.
+
+    One container is one compiled source file. The build's architecture list is what at least half of them
+    carry; the rest (``partial``) comes from a few files compiled for more (torch's sm_90a / sm_100a
+    attention kernels), which does not make the build run on those GPUs."""
     try:
         fh = host.open_binary(path)
     except HostError as exc:
         return KernelImages(path, error=exc.reason)
+    seen: Counter = Counter()
+    isas: list[str] = []
+    entries = containers = 0
     with fh:
         fd = fh.fileno()
         try:
-            sass: set[str] = set()
-            ptx: set[str] = set()
-            isas: list[str] = []
-            entries = 0
             for offset, size in fatbin_sections(fd):
-                s, p, i, n = read_section(fd, offset, size)
-                sass |= s
-                ptx |= p
+                s, i, n, c = read_section(fd, offset, size)
+                seen += s
                 entries += n
+                containers += c
                 if i:
                     isas.append(i)
         except _Bad as exc:
@@ -175,7 +182,10 @@ def read(host: Host, path: str) -> KernelImages:
         except (OSError, struct.error) as exc:
             return KernelImages(path, error=getattr(exc, "strerror", None) or str(exc))
     isa = max(isas, key=lambda v: tuple(int(x) for x in v.split("."))) if isas else None
-    return KernelImages(path, _sorted(sass), _sorted(ptx), isa, entries)
+    main = {a for a, n in seen.items() if 2 * n >= containers}
+    return KernelImages(path, _sorted({a for a in main if a.startswith("sm_")}),
+                        _sorted({a for a in main if a.startswith("compute_")}), isa, entries,
+                        partial=_sorted(set(seen) - main), containers=containers)
 
 
 # -- the cache -----------------------------------------------------------------------------------------

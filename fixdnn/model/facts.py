@@ -354,6 +354,8 @@ class KernelImages:
     ptx_isa: str | None = None  # the newest PTX ISA version among the PTX entries ("9.0")
     entries: int = 0
     error: str | None = None  # unreadable file, truncated fat binary
+    partial: tuple[str, ...] = ()  # archs only a few of its compiled files have ("sm_90a" for some kernels)
+    containers: int = 0  # fat binaries (one per compiled source file)
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,10 @@ class FrameworkKernels:
     @property
     def ptx(self) -> tuple[str, ...]:
         return _arch_union(lib.ptx for lib in self.libraries)
+
+    @property
+    def partial(self) -> tuple[str, ...]:
+        return tuple(a for a in _arch_union(lib.partial for lib in self.libraries) if a not in self.sass + self.ptx)
 
     @property
     def ptx_isa(self) -> str | None:

@@ -93,7 +93,7 @@ def gpu_no_kernel(facts: Facts, compat):
             fix = _fix(kernels, cc, compat)
             evidence = {"framework": kernels.framework, "version": kernels.version, "gpu": names[0],
                         "gpus": names, "cc": cc, "sm": _sm(cc), "sass": list(kernels.sass),
-                        "ptx": list(kernels.ptx), "archs": _lists(kernels), "libraries": [lib.path for lib in kernels.libraries if lib.entries],
+                        "ptx": list(kernels.ptx), "archs": _lists(kernels), "partial": list(kernels.partial), "libraries": [lib.path for lib in kernels.libraries if lib.entries],
                         "fix": fix or {}}
             yield gpu_no_kernel.spec.make(
                 f"{kernels.framework} {kernels.version} has no kernel for {names[0]} ({_sm(cc)}): "
@@ -102,7 +102,8 @@ def gpu_no_kernel(facts: Facts, compat):
                 chain=(f"{names[0]}: compute capability {cc} ({gpus[0].cc_source or gpus[0].source})",
                        *(f"{lib.path}: {', '.join(lib.sass + lib.ptx) or 'no kernels'}"
                          for lib in kernels.libraries if lib.entries),
-                       f"no SASS for {cc_number(cc) // 10}.x at or below {cc}, no PTX at or below {_sm(cc)}"),
+                       f"no SASS for {cc_number(cc) // 10}.x at or below {cc}, no PTX at or below {_sm(cc)}"
+                       + (f" (only a few kernels: {', '.join(kernels.partial)})" if kernels.partial else "")),
                 hint=(f"install {fix['pin']} (CUDA {fix['cuda']}: {', '.join(fix['sass'])})" if fix else
                       f"install a {kernels.framework} build compiled for {_sm(cc)}"))
 

@@ -46,28 +46,37 @@ def gencode(arch: str) -> list[str]:
 
 
 def fatbin_so(dest: str | os.PathLike, archs: list[str] | tuple[str, ...], *, compress: str | None = None,
-              soname: str | None = None) -> Path:
-    """A shared library with a real ``.nv_fatbin`` section holding kernels for ``archs``."""
-    args = [a for arch in archs for a in gencode(arch)]
-    if compress:
-        args.append(f"-compress-mode={compress}")
-    if soname:
-        args += ["-Xlinker", f"-soname={soname}"]
-    key = hashlib.sha256(json.dumps(["nvcc", args, _KERNEL]).encode()).hexdigest()[:24]
+              units: tuple[tuple[str, ...], ...] = ()) -> Path:
+    """A shared library with a real ``.nv_fatbin`` section holding kernels for ``archs``; each of ``units``
+    is one more compiled source file (one more fat binary container) with its own architectures."""
+    files = [tuple(archs), *units]
+    extra = [f"-compress-mode={compress}"] if compress else []
+    key = hashlib.sha256(json.dumps(["nvcc-2", files, extra, _KERNEL]).encode()).hexdigest()[:24]
     cached = _CACHE / key / "lib.so"
     if not cached.exists():
         compiler = nvcc()
         work = Path(tempfile.mkdtemp(prefix="cudakit-"))
         try:
-            (work / "k.cu").write_text(_KERNEL)
-            proc = subprocess.run([compiler, "-shared", "-Xcompiler", "-fPIC", "-o", str(work / "lib.so"),
-                                   str(work / "k.cu"), *args], capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise RuntimeError(f"nvcc {' '.join(args)} failed:\n{proc.stderr}")
+            objects = []
+            for n, unit in enumerate(files):
+                src = work / f"k{n}.cu"
+                src.write_text(_KERNEL.replace("fixdnn_", f"fixdnn{n}_"))
+                obj = work / f"k{n}.o"
+                _nvcc([compiler, "-c", "-Xcompiler", "-fPIC", "-o", str(obj), str(src), *extra,
+                       *(a for arch in unit for a in gencode(arch))])
+                objects.append(str(obj))
+            _nvcc([compiler, "-shared", "-o", str(work / "lib.so"), *objects, *extra,
+                   *(a for arch in files[0] for a in gencode(arch))])  # the device link nvcc adds, as in one step
             store(work / "lib.so", cached)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return deliver(cached, dest)
+
+
+def _nvcc(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stderr}")
 
 
 _LIBCUDA = r"""

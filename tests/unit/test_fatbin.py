@@ -93,10 +93,10 @@ def test_padding_between_containers_is_skipped(libs, tmp_path):
     blob.write_bytes(b"x" * 8 + padded)
     fd = os.open(blob, os.O_RDONLY)
     try:
-        sass, ptx, isa, _ = fatbin.read_section(fd, 8, len(padded))
+        seen, isa, _, containers = fatbin.read_section(fd, 8, len(padded))
     finally:
         os.close(fd)
-    assert (sorted(sass), sorted(ptx), isa) == (["sm_86", "sm_90"], ["compute_120"], "9.0")
+    assert (sorted(seen), isa, containers) == (["compute_120", "sm_86", "sm_90"], "9.0", 2)
 
 
 def test_reads_headers_only(libs, monkeypatch):
@@ -138,3 +138,11 @@ def test_cache_by_file_identity(libs, tmp_path, monkeypatch):
     shutil.copyfile(libs["ptx_only"], tmp_path / "new.so")
     os.replace(tmp_path / "new.so", lib)  # replaced the way pip does: a new inode
     assert fatbin.Cache(cache_file).get(Host(), str(lib)).ptx == ("compute_80",)
+
+
+def test_archs_of_a_few_files_are_partial(tmp_path):
+    """One container per compiled file: an arch that only a minority carries is not the build's (torch's
+    libtorch_cuda.so has sm_90a / sm_100a in a few attention kernels only)."""
+    lib = fatbin_so(tmp_path / "k.so", ["sm_80", "sm_90"], units=(("sm_80", "sm_90"), ("sm_80", "sm_90", "sm_90a")))
+    k = fatbin.read(Host(), str(lib))
+    assert (k.sass, k.partial, k.containers) == (("sm_80", "sm_90"), ("sm_90a",), 4)  # 3 files + the device link
