@@ -207,7 +207,7 @@ def symptoms(ctx: typer.Context) -> None:
 @app.command("lock")
 def lock_command(
     ctx: typer.Context,
-    output: str = typer.Option(..., "--output", "-o", help="Lockfile to write (conda-lock format, e.g. conda-lock.yml)."),
+    output: str = typer.Option(..., "--output", "-o", metavar="FILE", help="Lockfile to write (conda-lock format, e.g. conda-lock.yml)."),
 ) -> None:
     """Write the environment's conda and pip packages as a conda-lock lockfile (needs fixdnn[conda])."""
     from fixdnn.facts.lockfile import CondaLockMissing, LockfileError, available
@@ -525,7 +525,7 @@ def _print_explanation(opts: dict, ex, stream=None) -> None:
 def explain_command(
     ctx: typer.Context,
     text: Optional[str] = typer.Argument(None, metavar="[TEXT]", help="The error message (or a whole log)."),
-    log: Optional[str] = typer.Option(None, "--log", help="Read the message from FILE (a whole log is fine)."),
+    log: Optional[str] = typer.Option(None, "--log", metavar="FILE", help="Read the message from FILE (a whole log is fine)."),
 ) -> None:
     """Explain an error message: what it means, which cause holds in this environment, and the fix."""
     opts = _options(ctx)
@@ -553,7 +553,7 @@ def verify_command(
     ctx: typer.Context,
     loader_trace: bool = typer.Option(False, "--loader-trace",
                                       help="Rerun failing loads under LD_DEBUG=libs and show the search trace."),
-    timeout: float = typer.Option(180.0, "--timeout", min=1.0, help="Time limit per probe, in seconds."),
+    timeout: float = typer.Option(180.0, "--timeout", min=1.0, metavar="SECONDS", help="Time limit per probe, in seconds."),
 ) -> None:
     """Load cuDNN and import each framework in subprocesses of the target; run a tiny conv2d (exit 1 on an error)."""
     from fixdnn.probes.suite import verify

@@ -86,8 +86,13 @@ def _type_text(schema: dict) -> str:
         return " \\| ".join(f"`{v}`" for v in schema["enum"])
     if "anyOf" in schema:
         return " or ".join(_type_text(s) for s in schema["anyOf"])
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return f"[{name}](#{name.lower()})"
     if schema.get("type") == "array":
-        return f"list of {_type_text(schema['items'])}"
+        return f"list of {_type_text(schema['items'])}" if "items" in schema else "list"
+    if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"object of {_type_text(schema['additionalProperties'])}"
     return schema.get("type", "any")
 
 
@@ -124,9 +129,13 @@ def json_page() -> str:
     for name, schema in SCHEMAS.items():
         command = schema["title"].split(":")[0]
         out.append(f"| `{name}` | `{command}` | [{file_name(name)}](schemas/{file_name(name)}) |\n")
+    head = "| key | type | always present | meaning |\n|---|---|---|---|\n"
     for name, schema in SCHEMAS.items():
-        out.append(f"\n## {name}\n\n{schema['title']}.\n\n| key | type | always present | meaning |\n|---|---|---|---|\n")
+        out.append(f"\n## {name}\n\n{schema['title']}.\n\n{head}")
         _fields(schema, "", out)
+        for part, sub in schema.get("$defs", {}).items():
+            out.append(f"\n### {part}\n\n{head}")
+            _fields(sub, "", out)
     return "".join(out)
 
 

@@ -151,6 +151,63 @@ _add("fixdnn.explain/1", "fixdnn explain --json: what an error message means her
 })
 
 
+def from_dataclass(cls: type) -> dict:
+    """A JSON Schema for the serialised form of a dataclass (``fixdnn.base.serial.to_json``), read from
+    its type hints; every dataclass met becomes one entry of ``$defs``."""
+    import dataclasses
+    import types
+    import typing
+
+    defs: dict[str, dict] = {}
+
+    def node(tp: Any) -> dict:
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            return {"anyOf": [node(a) for a in typing.get_args(tp)]}
+        if tp is type(None):
+            return {"type": "null"}
+        if origin in (tuple, list) or tp in (tuple, list):
+            args = typing.get_args(tp)
+            if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
+                return arr(node(args[0]))
+            return {"type": "array", "prefixItems": [node(a) for a in args]} if args else {"type": "array"}
+        if origin is dict or tp is dict:
+            args = typing.get_args(tp)
+            return {"type": "object", "additionalProperties": node(args[1])} if args else ANY_OBJ
+        if tp is Any:
+            return {}
+        if dataclasses.is_dataclass(tp):
+            if tp.__name__ not in defs:
+                defs[tp.__name__] = {}  # reserve: a recursive reference finds it
+                hints = typing.get_type_hints(tp)
+                fields = dataclasses.fields(tp)
+                defs[tp.__name__] = obj({f.name: node(hints[f.name]) for f in fields},
+                                        optional=tuple(f.name for f in fields
+                                                       if f.default is not dataclasses.MISSING
+                                                       or f.default_factory is not dataclasses.MISSING))
+            return {"$ref": f"#/$defs/{tp.__name__}"}
+        simple = {str: STR, int: INT, bool: BOOL, float: {"type": "number"}}
+        if tp in simple:
+            return simple[tp]
+        raise TypeError(f"no JSON Schema for {tp!r}")
+
+    root = node(cls)
+    return {**defs.pop(cls.__name__), "$defs": defs} if root.get("$ref") else root
+
+
+def _facts_schema() -> dict:
+    from fixdnn.model.facts import FACTS_SCHEMA, Facts
+
+    body = from_dataclass(Facts)
+    body["properties"]["schema"] = {"const": FACTS_SCHEMA}
+    return {"$schema": DIALECT, "$id": f"urn:fixdnn:schema:{FACTS_SCHEMA}",
+            "title": "fixdnn facts: everything gathered, the input of every check (generated from fixdnn's "
+                     "fact dataclasses; diagnose it again with --facts FILE)", **body}
+
+
+SCHEMAS["fixdnn.facts/1"] = _facts_schema()
+
+
 def file_name(name: str) -> str:
     """``fixdnn.report/1`` -> ``fixdnn.report-1.json``."""
     return name.replace("/", "-") + ".json"

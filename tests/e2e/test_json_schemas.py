@@ -60,6 +60,11 @@ def test_report_symptoms_env_verify_explain(tmp_path, environ):
     planned = valid(run(py + ["--json", "--dry-run", "--offline"], broken).stdout, "fixdnn.report/1")
     assert "plan" in planned
     valid(run(["symptoms", "--json"], environ).stdout, "fixdnn.symptoms/1")
+    facts = run(["facts", *py], broken)
+    saved = tmp_path / "facts.json"
+    saved.write_text(valid(facts.stdout, "fixdnn.facts/1") and facts.stdout)
+    again = valid(run(["--facts", str(saved), "--json"], environ).stdout, "fixdnn.report/1")
+    assert again["symptoms"] == report["symptoms"]  # the saved facts diagnose the same anywhere
 
     path = EnvFile.path_for(env.prefix)
     path.parent.mkdir(parents=True, exist_ok=True)
