@@ -400,6 +400,8 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
                   + "\n")
         return 1 if any(s.severity == "error" for s in found) else 0
     out.write(f"plan for {target.prefix}:\n")
+    if facts_value.target.chosen_because:
+        out.write(f"  (chosen because: {facts_value.target.chosen_because})\n")
     for n, action in enumerate(plan.actions, 1):
         out.write(f"  {n}. {action.describe(target.python)}\n")
         if action.reason:
@@ -573,6 +575,8 @@ def verify_command(
         raise typer.Exit(result.exit_code)
     out = sys.stdout
     out.write(f"verify {result.python}\n")
+    if facts_value.target.chosen_because:
+        out.write(f"  (chosen because: {facts_value.target.chosen_because})\n")
     for line in result.passed:
         out.write(f"  ok    {line}\n")
     for f in sorted(result.findings, key=lambda f: {"error": 0, "warning": 1, "info": 2}[f.severity]):

@@ -150,10 +150,29 @@ def _schema_file(name: str):
     return render
 
 
+def cli_page() -> str:
+    """Every command's --help, as fixdnn prints it (typer builds the text; the width is fixed here)."""
+    import typer
+
+    from fixdnn.cli.app import _command
+
+    group = _command()
+    wide = {"terminal_width": 100, "max_content_width": 100, "help_option_names": ["-h", "--help"]}
+    root = typer.Context(group, info_name="fixdnn", **wide)
+    out = [HEADER, "# Command line\n\n",
+           "`fixdnn COMMAND --help` prints the same. Options of the main command that make sense for a\n",
+           "command are accepted after it too (`fixdnn verify --python PATH`); a value given after the command\n",
+           "wins over one given before it.\n\n## fixdnn\n\n```\n", group.get_help(root), "\n```\n"]
+    for name, command in group.commands.items():
+        ctx = typer.Context(command, info_name=name, parent=root, **wide)
+        out.append(f"\n## fixdnn {name}\n\n```\n{command.get_help(ctx)}\n```\n")
+    return "".join(out)
+
+
 def _pages() -> dict:
     from fixdnn.cli.schemas import SCHEMAS, file_name
 
-    pages = {"symptoms.md": symptoms_page, "compat.md": compat_page, "json.md": json_page}
+    pages = {"symptoms.md": symptoms_page, "compat.md": compat_page, "json.md": json_page, "cli.md": cli_page}
     pages.update({f"schemas/{file_name(n)}": _schema_file(n) for n in SCHEMAS})
     return pages
 
