@@ -72,7 +72,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
         integrity=checks,
         lock=locked,
         gpu=gpu_side,
-        links=_links(host, target, fws, outcomes, env, dists, save_cache),
+        links=_links(host, target, fws, outcomes, env, dists, compat, save_cache),
         **cpu_side,
     )
 
@@ -141,13 +141,13 @@ def _gpu_side(host, target, fws, dists, env, compat, save_cache: bool):
     return facts, unknowns
 
 
-def _links(host, target, fws, outcomes, env, dists, save_cache: bool):
+def _links(host, target, fws, outcomes, env, dists, compat, save_cache: bool):
     """Symbol versions of the bindings between DNN / CUDA libraries, each checked once per file identity."""
     from fixdnn.base.filecache import FileCache
     from fixdnn.facts import links
 
     cache = FileCache(_cache_file(host, target, links.CACHE_NAME, False), links.CACHE_SCHEMA)
-    found = links.gather(host, fws, outcomes, env, dists, cache)
+    found = links.gather(host, fws, outcomes, env, dists, cache, sys_path=target.sys_path, compat=compat)
     if save_cache and cache.dirty:
         cache.path = _cache_file(host, target, links.CACHE_NAME, True)
         cache.save()

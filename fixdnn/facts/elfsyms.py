@@ -17,13 +17,15 @@ import stat as stat_mod
 import struct
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from fixdnn.target.host import Host, HostError
 
 SHT_DYNSYM = 11
 SHT_HASH = 5
+SHT_RELA = 4
+SHT_REL = 9
 SHT_GNU_HASH = 0x6FFFFFF6
 SHT_GNU_VERDEF = 0x6FFFFFFD
 SHT_GNU_VERNEED = 0x6FFFFFFE
@@ -57,6 +59,7 @@ class Needs:
 
     versions: tuple[tuple[str, bool], ...]  # (version name, weak)
     symbols: tuple[tuple[str, str], ...]  # (undefined non-weak symbol, version name)
+    first_use: dict[tuple[str, str], int] = field(default_factory=dict)  # symbol -> its first relocation
 
 
 class _Elf:
@@ -136,6 +139,29 @@ class _Elf:
             out.byteswap()
         return out
 
+    def relocation_order(self, wanted: set[int], dynsym_index: int) -> dict[int, int]:
+        """For each wanted symbol index: the position of its first dynamic relocation, in the order ld.so
+        processes them (DT_RELA / DT_REL first, the PLT relocations last: section order)."""
+        if not wanted:
+            return {}
+        found: dict[int, int] = {}
+        position = 0
+        relocs = [s for s in self.sections if s.type in (SHT_RELA, SHT_REL) and s.link == dynsym_index]
+        for sec in sorted(relocs, key=lambda s: s.offset):
+            size = (24 if sec.type == SHT_RELA else 16) if self.is64 else (12 if sec.type == SHT_RELA else 8)
+            info_at, info_fmt = (8, "Q") if self.is64 else (4, "I")
+            left, at = sec.size - sec.size % size, sec.offset
+            while left > 0:
+                chunk = self._read(at, min(left, _CHUNK - _CHUNK % size))
+                for start in range(0, len(chunk), size):
+                    info, = struct.unpack_from(self.end + info_fmt, chunk, start + info_at)
+                    sym = info >> 32 if self.is64 else info >> 8
+                    if sym in wanted and sym not in found:
+                        found[sym] = position
+                    position += 1
+                at, left = at + len(chunk), left - len(chunk)
+        return found
+
     def _entries(self, section: _Section, head: str, head_size: int, next_at: int):
         """Walk a verneed / verdef chain: yields (offset, fields)."""
         at, seen = section.offset, 0
@@ -213,7 +239,7 @@ def version_needs(host: Host, path: str, provider_soname: str) -> Needs | None:
         if not needs:
             return Needs((), ())
         dynsym, versym = elf.first(SHT_DYNSYM), elf.first(SHT_GNU_VERSYM)
-        symbols = []
+        symbols: dict[int, tuple[str, str]] = {}
         if dynsym is not None and versym is not None:
             strtab = elf.sections[dynsym.link]
             for index, ndx in enumerate(elf.versym_array(versym)):
@@ -221,8 +247,10 @@ def version_needs(host: Host, path: str, provider_soname: str) -> Needs | None:
                     continue
                 name, info, shndx = elf.symbol(dynsym, index)
                 if shndx == 0 and info >> 4 != STB_WEAK:
-                    symbols.append((elf.string(strtab, name), needs[ndx & 0x7FFF][0]))
-        return Needs(tuple(sorted(set(needs.values()))), tuple(sorted(set(symbols))))
+                    symbols[index] = (elf.string(strtab, name), needs[ndx & 0x7FFF][0])
+        order = elf.relocation_order(set(symbols), elf.sections.index(dynsym) if dynsym else -1)
+        first_use = {symbols[i]: n for i, n in order.items()}
+        return Needs(tuple(sorted(set(needs.values()))), tuple(sorted(set(symbols.values()))), first_use)
 
     return _answer(host, path, question)
 

@@ -11,6 +11,7 @@ the loader model and checked the way glibc checks it (:mod:`fixdnn.facts.elfsyms
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import replace
 
 from fixdnn.base.filecache import FileCache, identity
@@ -34,7 +35,7 @@ def is_dnn_library(soname: str) -> bool:
 
 
 CACHE_NAME = "links-cache.json"
-CACHE_SCHEMA = "fixdnn.links-cache/1"
+CACHE_SCHEMA = "fixdnn.links-cache/2"
 
 
 def cached_binding(host: Host, requester: str, soname: str, provider: str, cache: FileCache | None) -> LinkCheck:
@@ -75,42 +76,63 @@ def check_binding(host: Host, requester: str, soname: str, provider: str) -> Lin
     answers = elfsyms.defines(host, provider, list(needs.symbols))
     if answers is None:
         return LinkCheck(requester, soname, provider, unknown=f"cannot look up symbols in {provider}")
-    missing = [f"{name}@{version}" for (name, version), ok in sorted(answers.items()) if not ok]
+    # In the order ld.so binds them, so the first one is the one its error names.
+    first = sorted((key for key, ok in answers.items() if not ok),
+                   key=lambda key: (needs.first_use.get(key, 1 << 62), key))
+    missing = [f"{name}@{version}" for name, version in first]
     return LinkCheck(requester, soname, provider, missing_symbols=tuple(missing[:SHOWN_SYMBOLS]),
                      missing_count=len(missing))
 
 
+def _path_preloads(host: Host, fw: Framework, sys_path: tuple[str, ...], compat) -> list[str]:
+    """The files a framework loads by full path from the nvidia wheels (JAX's CUDA plugin: the first
+    sys.path entry holding ``nvidia/<module>``, as ``nvidia.<module>.__path__[0]`` resolves)."""
+    if fw.name != "jax" or compat is None or not fw.cuda:
+        return []
+    out = []
+    for module, filename in compat.jax_preloads.get(int(fw.cuda.split(".")[0]), ()):
+        for entry in sys_path:
+            package = f"{entry.rstrip('/')}/nvidia/{module}"
+            if host.is_dir(package):
+                if host.exists(f"{package}/lib/{filename}"):
+                    out.append(f"{package}/lib/{filename}")
+                break
+    return out
+
+
 def gather(host: Host, frameworks: tuple[Framework, ...], outcomes: tuple[LoadOutcome, ...], env: LoaderEnv,
-           distributions: tuple[Distribution, ...] = (), cache: FileCache | None = None) -> tuple[LinkCheck, ...]:
+           distributions: tuple[Distribution, ...] = (), cache: FileCache | None = None, *,
+           sys_path: tuple[str, ...] = (), compat=None) -> tuple[LinkCheck, ...]:
     """Every edge between DNN / CUDA libraries reachable from what each framework would load (its own
-    library that asks for them, and each library the loader model resolved), checked once."""
-    checks: dict[tuple[str, str], LinkCheck] = {}
+    library that asks for them, the files it loads by full path, and each library the loader model
+    resolved), checked once."""
+    checks: dict[tuple[str, str], LinkCheck] = {}  # (real path of the requester, soname) -> check
     users: dict[tuple[str, str], set[str]] = {}
-    starts: dict[str, list[str]] = {}
     for fw in frameworks:
-        if fw.gpu_build and fw.loaded_by:
-            starts.setdefault(fw.name, []).append(fw.loaded_by)
-    for outcome in outcomes:
-        if outcome.path:
-            starts.setdefault(outcome.framework, []).append(outcome.path)
-    for framework, paths in starts.items():
-        # What this framework's process has mapped already is reused, as ld.so does.
-        loaded = {o.soname: o.path for o in outcomes if o.framework == framework and o.path}
+        if not fw.gpu_build:
+            continue
+        by_path = _path_preloads(host, fw, sys_path, compat)
+        mine = [o for o in outcomes if o.framework == fw.name and o.path]
+        # In the order the process maps them; what is mapped already answers later requests by SONAME.
+        loaded = {read_elf(host, p).soname or p.rsplit("/", 1)[-1]: p for p in by_path}
+        loaded.update({o.soname: o.path for o in mine})
         fw_env = replace(env, preloaded={**env.preloaded, **loaded})
-        todo, seen = [(p, 0) for p in paths], set()
+        todo = deque((p, 0) for p in ([fw.loaded_by] if fw.loaded_by else []) + by_path + [o.path for o in mine])
+        seen: set[str] = set()
         while todo:
-            path, depth = todo.pop()
-            if path in seen or depth > _MAX_DEPTH:
+            path, depth = todo.popleft()
+            real = host.realpath(path)
+            if real in seen or depth > _MAX_DEPTH:
                 continue
-            seen.add(path)
+            seen.add(real)
             elf = read_elf(host, path)
             if not elf.ok:
                 continue
             for soname in elf.needed:
                 if not is_dnn_library(soname):
                     continue
-                key = (path, soname)
-                users.setdefault(key, set()).add(framework)
+                key = (real, soname)
+                users.setdefault(key, set()).add(fw.name)
                 if key not in checks:
                     res = resolve(host, soname, [elf], fw_env)
                     checks[key] = (cached_binding(host, path, soname, res.path, cache) if res.path

@@ -146,6 +146,8 @@ class Compat:
     keep_suffix: tuple[str, ...]
     gpu: GpuTables | None = None  # rules/compat/gpu.toml (fixdnn.knowledge.gpu)
     dlopen_cudnn: dict[int, int] = field(default_factory=dict)  # CUDA major -> cuDNN major loaded by name
+    # CUDA major -> (nvidia module, file) the JAX CUDA plugin loads by full path, in its order
+    jax_preloads: dict[int, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def tf_build(self, version: str) -> TfBuild | None:
         try:
@@ -223,6 +225,13 @@ def _load(directory: str) -> Compat:
         )
         for row, at in entries(jax_path, jax_text, jax, "minimum")
     )
+    jax_preloads = {}
+    for row, at in (entries(jax_path, jax_text, jax, "preload") if "preload" in jax else ()):
+        pairs = need(jax_path, jax_text, row, "libraries", list, at=at)
+        if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in pairs):
+            raise RulesError(f"{jax_path}:{line_of(jax_text, 'libraries', at)}: libraries must be "
+                             "[\"module\", \"file\"] pairs")
+        jax_preloads[int(need(jax_path, jax_text, row, "cuda_major", int, at=at))] = tuple(tuple(p) for p in pairs)
     drv_path = base / "driver.toml"
     drv, drv_text = load_toml(drv_path)
     floor = {
@@ -251,6 +260,7 @@ def _load(directory: str) -> Compat:
         wheels=wheels,
         unsuffixed_since=unsuffixed,
         dlopen_cudnn=dlopen_cudnn,
+        jax_preloads=jax_preloads,
         keep_suffix=tuple(libs.get("wheels_keep_suffix", {}).get("families", ("cudnn",))),
         gpu=gpu_tables.load(base) if (base / "gpu.toml").is_file() else None,
     )

@@ -109,3 +109,23 @@ def test_real_torch_pip_target_copy_on_pythonpath_is_named(environ, tmp_path):
     facts, symptoms = run_diagnosis(prefix / "bin/python", environ)
     shadow = next(s for s in symptoms if s.name == "cudnn-shadowed")
     assert shadow.evidence["entry"]["origin"] == "pythonpath" and shadow.evidence["entry"]["path"] == str(target)
+
+
+def test_real_jax_cusparse_over_an_older_nvjitlink_names_the_loaders_message(environ, tmp_path):
+    """Item 6 on the real wheels: nvidia-nvjitlink-cu12 12.4.127 under cuSPARSE 12.5 (CUDA 12.9). JAX only
+    says "Unable to load cuSPARSE"; the loader says which symbol, and so must fixdnn, word for word."""
+    prefix = _linked_copy(_venv("FIXDNN_REALENV_JAX"), tmp_path)
+    site = _site(prefix)
+    proc = subprocess.run([str(prefix / "bin/python"), "-m", "pip", "install", "-q", "--no-deps",
+                           "nvidia-nvjitlink-cu12==12.4.127"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot install nvidia-nvjitlink-cu12==12.4.127 here: {proc.stderr.strip()[-300:]}")
+    cusparse = site / "nvidia/cusparse/lib/libcusparse.so.12"
+    real = subprocess.run([str(prefix / "bin/python"), "-c", "import ctypes, sys\ntry:\n    ctypes.CDLL(sys.argv[1])\n"
+                           "except OSError as e:\n    print(e)\n", str(cusparse)], capture_output=True, text=True)
+    facts, symptoms = run_diagnosis(prefix / "bin/python", environ)
+    found = [s for s in symptoms if s.name == "library-symbol-missing"]
+    assert len(found) == 1, [s.summary for s in symptoms]
+    ev = found[0].evidence
+    assert ev["loader_message"] == real.stdout.strip()
+    assert ev["provider_owner"] == "nvidia-nvjitlink-cu12 12.4.127" and ev["frameworks"] == ["jax"]

@@ -68,8 +68,7 @@ def test_a_version_named_like_the_soname_is_its_base_definition(pair):
     prov = provider(lib / SONAME, SONAME, {"OTHER_1": ["nvJitLinkCreate", "__nvJitLinkGetErrorLogSize_12_9"]})
     check = check_binding(Host(), str(req), SONAME, str(prov))
     assert check.missing_versions == () and check.missing_count == 2
-    assert glibc_says(req) in {f"{req}: undefined symbol: {s.partition('@')[0]}, version {SONAME}"
-                               for s in check.missing_symbols}
+    assert glibc_says(req) == check.loader_message()  # the first symbol in the order ld.so binds them
 
 
 def test_an_unversioned_provider_is_accepted_as_glibc_does(pair):
