@@ -24,10 +24,17 @@ def pytest_configure(config):
     """Hermetic by default: every Host of this session (and every fixdnn subprocess started with a copy of
     this environment or with the ``environ`` fixture) reads /opt, /usr/local, the loader cache, the default
     library directories and /proc/driver from a bare planted machine, never from the one running the tests."""
+    # One seed per run for the randomised tests, shared with xdist workers through the environment.
+    os.environ.setdefault("FIXDNN_TEST_SEED", str(int.from_bytes(os.urandom(4), "big")))
     if not _BARE:
         _BARE.append(tempfile.mkdtemp(prefix="fixdnn-machine-"))
         Machine(Path(_BARE[0]))
         os.environ[SYSTEM_ROOT_VAR] = _BARE[0]
+
+
+def pytest_report_header(config):
+    seed = os.environ["FIXDNN_TEST_SEED"]
+    return f"fixdnn: random test seed {seed} (replay with FIXDNN_TEST_SEED={seed}); machine {os.environ[SYSTEM_ROOT_VAR]}"
 
 
 def pytest_unconfigure(config):
