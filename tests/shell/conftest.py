@@ -155,22 +155,26 @@ def posix_shell(request: pytest.FixtureRequest) -> Shell:
 def make_venv(parent: Path, name: str) -> Path:
     """``python -m venv --without-pip`` at ``parent/name``.
 
-    CPython <= 3.12 writes the path into ``VIRTUAL_ENV="..."`` / ``set -gx VIRTUAL_ENV "..."`` without
-    escaping, so ``"``, ``$``, backslash and backticks break the *stock* script before fixdnn's block
-    runs. For such names the line is re-quoted, as fixed templates do; fixdnn's block never embeds a path.
+    CPython writes the path into the activate scripts in double quotes without escaping:
+    ``VIRTUAL_ENV="..."`` up to 3.11, ``export VIRTUAL_ENV="..."`` (and a cygpath line) from 3.12, and
+    ``set -gx VIRTUAL_ENV "..."`` for fish; releases with the quoting fix write a safely quoted path
+    instead. With ``"``, ``$``, backslash or backticks in the name the unescaped form breaks the *stock*
+    script before fixdnn's block runs, so every such occurrence is re-quoted, as fixed templates do;
+    fixdnn's block never embeds a path.
     """
     prefix = parent / name
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--prompt", "v", str(prefix)], check=True)
     if any(c in name for c in '"$`\\'):
+        import shlex
+
         from fixdnn.shell.render import quote_fish, quote_posix
 
-        for script, prefix_text, quote in (("activate", "VIRTUAL_ENV=", quote_posix),
-                                           ("activate.fish", "set -gx VIRTUAL_ENV ", quote_fish)):
+        for script, quote in (("activate", quote_posix), ("activate.fish", quote_fish)):
             path = prefix / "bin" / script
             text = path.read_text(encoding="utf-8")
-            start = text.index("\n" + prefix_text) + 1
-            # the stock line is  <prefix_text>"<path>"  -- replace it whole
-            end = start + len(prefix_text) + len(str(prefix)) + 2
-            assert text[start:end] == f'{prefix_text}"{prefix}"', text[start:end]
-            path.write_text(text[:start] + prefix_text + quote(str(prefix)) + text[end:], encoding="utf-8")
+            raw = f'"{prefix}"'
+            fixed = text.replace(raw, quote(str(prefix)))
+            safe = (quote(str(prefix)), shlex.quote(str(prefix)))
+            assert raw in text or any(q in text for q in safe), f"{script}: no VIRTUAL_ENV line this kit knows"
+            path.write_text(fixed, encoding="utf-8")
     return prefix
