@@ -10,12 +10,15 @@ stripped, so the machine's own pip configuration never leaks in.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import venv
 import zipfile
 from pathlib import Path
@@ -23,7 +26,28 @@ from pathlib import Path
 from tests.envkit.elfkit import build_so
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("FIXDNN_TEST_CACHE", "/tmp/fixdnn-test-cache"))
+
+
+def _kit_key() -> str:
+    """The cached index and template venvs are only as good as the code and the Python that built them:
+    a changed kit, or a run on another Python (CI runs 3.10 and 3.13), gets a cache of its own."""
+    digest = hashlib.sha256(sys.version.encode())
+    for source in (Path(__file__), ROOT / "tests/envkit/elfkit.py"):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+CACHE = (Path(os.environ.get("FIXDNN_TEST_CACHE") or tempfile.gettempdir()) / f"fixdnn-test-cache-{os.getuid()}"
+         / _kit_key())
+
+
+@contextlib.contextmanager
+def _building(name: str):
+    """One builder at a time for a cached item (pytest-xdist workers, other checkouts on this machine)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _b64(data: bytes) -> str:
@@ -88,8 +112,13 @@ def index_dir() -> Path:
     """The local folder index (cached across tests): cuDNN 9.1.0.70 and 9.3.0.75, a tool with a script."""
     folder = CACHE / "index"
     stamp = folder / ".complete"
-    if not stamp.exists():
-        folder.mkdir(parents=True, exist_ok=True)
+    if stamp.exists():
+        return folder
+    with _building("index"):
+        if stamp.exists():
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         cudnn_wheel(folder, "9.1.0.70")
         cudnn_wheel(folder, "9.3.0.75")
         for ver in ("1.0", "2.0"):
@@ -116,7 +145,11 @@ def _outer_pip(python: Path, env: dict, *args: str) -> None:
 def template_venv(kind: str = "cudnn910") -> Path:
     """A venv (no pip) with nvidia-cudnn-cu12 9.1.0.70 and cudnn-tool 1.0 installed; built once."""
     folder = CACHE / f"template-{kind}"
-    if not (folder / ".complete").exists():
+    if (folder / ".complete").exists():
+        return folder
+    with _building(f"template-{kind}"):
+        if (folder / ".complete").exists():
+            return folder
         shutil.rmtree(folder, ignore_errors=True)
         venv.EnvBuilder(with_pip=False, symlinks=True).create(folder)
         env = pip_environ(index_dir())
