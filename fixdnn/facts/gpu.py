@@ -216,6 +216,10 @@ def gather(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distribut
     unknowns: list[Unknown] = []
     gpus = _smi(host, sources, unknowns)
     gpus = _with_table(gpus, tables) if gpus else _proc_gpus(host, tables, sources)
+    for g in gpus:
+        if g.compute_capability is None:  # no verdict on its kernels: said, never taken as fine
+            unknowns.append(Unknown(f"compute capability of {g.name or g.bus_id or 'a GPU'}",
+                                    f"{g.source} does not say it and rules/compat/gpu.toml has no such name"))
     resolution = resolve(host, SONAME, (), env)
     libcuda = None
     if resolution.path is not None:

@@ -54,8 +54,9 @@ def _driver_cuda(facts: Facts, tables) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _fix(kernels: FrameworkKernels, cc: str, compat) -> dict | None:
-    """The torch variant of the installed release that has machine code for ``cc`` (newest CUDA first)."""
+def _fix(kernels: FrameworkKernels, cc: str, compat, driver: str | None = None) -> dict | None:
+    """The torch variant of the installed release that has machine code for ``cc``: the newest CUDA the
+    driver runs, else the newest (the driver then needs an upgrade too, which driver-too-old says)."""
     tables = compat.gpu
     if kernels.framework != "torch" or tables is None:
         return None
@@ -63,12 +64,16 @@ def _fix(kernels: FrameworkKernels, cc: str, compat) -> dict | None:
     if release is None:
         return None
     public = release.public
+    have = _ver(driver)
+    fits = []
     for build in sorted(tables.torch_builds, key=lambda b: _cuda_tuple(b.cuda) or (), reverse=True):
         if public not in build.releases or coverage(build.sass, build.ptx, cc) != "sass":
             continue
-        return {"pin": f"torch=={public}+{build.local}", "cuda": build.cuda, "local": build.local,
-                "sass": list(build.sass), "archs": ", ".join(build.sass + build.ptx), "driver_minimum": tables.driver_for_cuda(build.cuda) or ""}
-    return None
+        minimum = tables.driver_for_cuda(build.cuda) or ""
+        fits.append(({"pin": f"torch=={public}+{build.local}", "cuda": build.cuda, "local": build.local,
+                      "sass": list(build.sass), "archs": ", ".join(build.sass + build.ptx),
+                      "driver_minimum": minimum}, have is None or not minimum or have >= Version(minimum)))
+    return next((f for f, runs in fits if runs), fits[0][0] if fits else None)
 
 
 def _lists(kernels: FrameworkKernels) -> str:
@@ -90,7 +95,7 @@ def gpu_no_kernel(facts: Facts, compat):
             if coverage(kernels.sass, kernels.ptx, cc) != "none":
                 continue
             names = sorted({g.name or "an NVIDIA GPU" for g in gpus})
-            fix = _fix(kernels, cc, compat)
+            fix = _fix(kernels, cc, compat, _kernel_driver(facts))
             evidence = {"framework": kernels.framework, "version": kernels.version, "gpu": names[0],
                         "gpus": names, "cc": cc, "sm": _sm(cc), "sass": list(kernels.sass),
                         "ptx": list(kernels.ptx), "archs": _lists(kernels), "partial": list(kernels.partial), "libraries": [lib.path for lib in kernels.libraries if lib.entries],
@@ -131,7 +136,7 @@ def gpu_ptx_only(facts: Facts, compat):
                         "cuda_needed": needs or "", "driver_minimum": minimum or "",
                         "driver_cuda": have or "", "driver": facts.driver.version if facts.driver else "",
                         "too_old": too_old}
-            fix = _fix(kernels, cc, compat)
+            fix = _fix(kernels, cc, compat, _kernel_driver(facts))
             evidence["fix"] = fix or {}
             chain = [f"{names[0]}: compute capability {cc}",
                      f"{kernels.framework}: SASS {', '.join(kernels.sass) or 'none'}; PTX {', '.join(kernels.ptx)}"

@@ -135,6 +135,14 @@ def test_arch_specific_machine_code_does_not_cover_the_next_gpu(tmp_path, enviro
     assert [s.evidence["gpu"] for s in hits] == ["NVIDIA GeForce RTX 5090"]
 
 
+def test_a_gpu_the_name_table_does_not_know_is_an_unknown(tmp_path, environ):
+    root = gpu_machine(tmp_path, archs=["sm_90"], gpus=(("0000:01:00.0", "NVIDIA Prototype X1"),))
+    facts, symptoms = run(root, environ)
+    assert facts.gpu.gpus[0].compute_capability is None
+    assert any(u.what == "compute capability of NVIDIA Prototype X1" for u in facts.unknowns)
+    assert "gpu-no-kernel" not in gpu_names(symptoms)
+
+
 def test_user_space_driver_of_another_version(tmp_path, environ):
     root = gpu_machine(tmp_path, kernel="580.95.05", user_space="570.133.07")
     _, symptoms = run(root, environ)
@@ -261,3 +269,44 @@ def test_nvidia_smi_is_not_run_under_root(tmp_path, environ):
     host = Host(root=root, environ={**environ, "PATH": "/usr/local/bin"})
     g, _ = gpu_facts.gather(host, (), (), gpu_facts.LoaderEnv(default_dirs=()), compat_mod.load().gpu)
     assert g.gpus == ()  # an image's tools would describe this machine, not the image's
+
+
+# -- saved facts of three GPU machine shapes, committed (tests/data/gpu-facts) ------------------------------
+SHAPES = {  # name: (gpu_machine arguments, the GPU verdicts its facts must give)
+    "h100-sm90-torch-cu130": ({}, []),
+    "rtx5090-sm120-torch-cu126": ({"torch": "2.14.1+cu126", "archs": CU126,
+                                   "gpus": (("0000:01:00.0", "NVIDIA GeForce RTX 5090"),)}, ["gpu-no-kernel"]),
+    "a100-sm80-ptx-only-driver-570": ({"archs": ["sm_90", "compute_75"], "kernel": "570.133.07",
+                                       "user_space": "570.133.07",
+                                       "gpus": (("0000:07:00.0", "NVIDIA A100-SXM4-80GB"),)}, ["gpu-ptx-only"]),
+}
+SHAPES_DIR = Path(__file__).resolve().parents[1] / "data" / "gpu-facts"
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_saved_facts_of_gpu_machine_shapes(shape):
+    """Facts files as `fixdnn facts` wrote them (regenerate: python -m tests.e2e.test_gpu_diagnosis): they
+    still load, and give the same GPU verdicts, wherever the suite runs."""
+    facts = loads_json((SHAPES_DIR / f"{shape}.json").read_text(), str(SHAPES_DIR / f"{shape}.json"))
+    assert gpu_names(diagnose(facts, compat_mod.load())) == SHAPES[shape][1]
+
+
+def _write_shapes() -> None:
+    import tempfile
+
+    from tests.envkit.machine import Machine
+
+    SHAPES_DIR.mkdir(parents=True, exist_ok=True)
+    for name, (kwargs, _) in SHAPES.items():
+        tmp = Path(tempfile.mkdtemp(prefix="gpu-shape-"))
+        root = gpu_machine(tmp, **kwargs)
+        home = tmp / "home"
+        home.mkdir()
+        environ = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+                   "FIXDNN_SYSTEM_ROOT": str(Machine(tmp / "machine").root)}
+        facts = gather(Host(root=root, environ=environ), TargetSpec(prefix="/opt/env"))
+        (SHAPES_DIR / f"{name}.json").write_text(dumps(facts) + "\n")
+
+
+if __name__ == "__main__":
+    _write_shapes()
