@@ -483,6 +483,34 @@ def resolve(host: Host, soname: str, requester_chain: Sequence[ElfInfo], env: Lo
     return _finish(s, soname, req_name)
 
 
+def search_order(host: Host, soname: str, requester_chain: Sequence[ElfInfo], env: LoaderEnv) -> tuple[LoaderStep, ...]:
+    """Every place :func:`resolve` would try for ``soname``, in order, without probing any file: what the
+    planner needs to model a changed LD_LIBRARY_PATH or a newly installed file (fixdnn.plan.model).
+    Steps carry outcome ``"order"``; an ld.so.cache step names the cached file, not its directory."""
+    requester = requester_chain[0] if requester_chain else None
+    s = _Search(host, soname, requester, env)
+    out: list[tuple[str, str]] = []
+    if requester is None or not requester.runpath:
+        chain = list(requester_chain)
+        if env.executable is not None and not any(o is env.executable for o in chain):
+            chain.append(env.executable)
+        for obj in chain:
+            if obj.rpath and not obj.runpath:
+                out += [("DT_RPATH", d) for d, _ in s.path_list("DT_RPATH", obj, obj.rpath, "DT_RPATH")]
+    out += [("LD_LIBRARY_PATH", d) for d, _ in s.path_list("LD_LIBRARY_PATH", None, env.ld_library_path,
+                                                           "LD_LIBRARY_PATH")]
+    if requester is not None and requester.runpath:
+        out += [("DT_RUNPATH", d) for d, _ in s.path_list("DT_RUNPATH", requester, requester.runpath, "DT_RUNPATH")]
+    nodeflib = requester.nodeflib if requester is not None else False
+    if not nodeflib:
+        entry = next((e for e in env.ld_cache if e[0] == soname and flags_match(e[2], s.want_class, s.want_machine)),
+                     None)
+        if entry is not None:
+            out.append(("ld.so.cache", entry[1]))
+        out += [("default-dirs", _loader_dir(d)) for d in env.default_dirs]
+    return tuple(LoaderStep(src, _absolute(d, env.cwd) if d else env.cwd, "order", src) for src, d in out)
+
+
 def _finish(s: _Search, soname: str, requester: str | None) -> Resolution:
     if s.result is not None:
         path, source = s.result

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fixdnn.facts.elf import ElfInfo, read_elf
-from fixdnn.facts.loader import LoaderEnv, loader_env_from_host, resolve
+from fixdnn.facts.loader import LoaderEnv, loader_env_from_host, resolve, search_order
 from fixdnn.knowledge.compat import Compat
 from fixdnn.model.facts import Framework, LoadOutcome, TargetInfo
 from fixdnn.target.host import Host, HostError
@@ -123,7 +123,8 @@ def gather(host: Host, target: TargetInfo, frameworks: tuple[Framework, ...], re
                 path = None
             fw_env = replace(env, preloaded={**env.preloaded, soname: path}) if path else env
             res = resolve(host, soname, chain, fw_env)
-            outcomes.append(LoadOutcome(fw.name, need.library, soname, res.path, res, notes))
+            outcomes.append(LoadOutcome(fw.name, need.library, soname, res.path, res, notes,
+                                        search_order(host, soname, chain, env)))
             if need.library != "cudnn" or res.path is None:
                 continue
             shim = read_elf(host, res.path)
@@ -135,5 +136,5 @@ def gather(host: Host, target: TargetInfo, frameworks: tuple[Framework, ...], re
                 sub_chain = ([shim] if shim.ok else []) + chain
                 sub_res = resolve(host, sub_soname, sub_chain, fw_env)
                 outcomes.append(LoadOutcome(fw.name, sub, sub_soname, sub_res.path, sub_res,
-                                            (f"dlopen()ed by {res.path}",)))
+                                            (f"dlopen()ed by {res.path}",), search_order(host, sub_soname, sub_chain, env)))
     return tuple(outcomes)

@@ -137,6 +137,7 @@ class LoadOutcome:
     path: str | None
     resolution: Resolution
     preload: tuple[str, ...] = ()  # torch/JAX style Python-side preload steps that came first
+    search: tuple[LoaderStep, ...] = ()  # every place the loader would try, in order (loader.search_order)
 
 
 @dataclass(frozen=True)
