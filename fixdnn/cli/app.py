@@ -29,7 +29,7 @@ def _options(ctx: typer.Context) -> dict:
     return ctx.obj if isinstance(ctx.obj, dict) else {}
 
 
-def _host(opts: dict):
+def _host(opts: dict, environ=None):
     from fixdnn.target.host import Host
 
     root = opts.get("root")
@@ -38,10 +38,26 @@ def _host(opts: dict):
 
         if not os.path.isdir(root):
             raise UsageError(f"--root {root}: not a directory")
-    return Host(root=root)
+    return Host(root=root, environ=environ)
 
 
-def _gather(opts: dict):
+def _gather_for_plan(opts: dict):
+    """The facts a plan starts from: the environment as a shell that activated it sees it, so a repair that
+    already lives in its activation scripts (etc/fixdnn/env.toml) is not planned a second time."""
+    facts_value = _gather(opts)
+    if opts.get("facts_file") or opts.get("root") or not facts_value.target.prefix:
+        return facts_value
+    import os
+
+    from fixdnn.probes.suite import probe_environ
+
+    activated = probe_environ(facts_value.target.prefix, os.environ)
+    if activated == dict(os.environ):
+        return facts_value
+    return _gather(opts, environ=activated)
+
+
+def _gather(opts: dict, environ=None):
     from fixdnn.facts import gather, loads_json
     from fixdnn.target.interpreter import TargetSpec
 
@@ -69,7 +85,7 @@ def _gather(opts: dict):
 
     try:
         with status(opts, "reading the environment: packages, ELF files, loader cache") as shown:
-            return gather(_host(opts), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
+            return gather(_host(opts, environ), TargetSpec(python=opts.get("python"), prefix=opts.get("prefix")),
                           verify_all=bool(opts.get("verify_all")), lock=opts.get("lock"),
                           save_cache=not opts.get("dry_run"), notice=shown.update)
     except LockfileError as exc:
@@ -109,14 +125,13 @@ def diagnose(opts: dict) -> int:
     from fixdnn.knowledge import compat as compat_mod
     from fixdnn.symptoms.registry import diagnose as run_checks
 
-    facts = _gather(opts)
+    facts = _gather_for_plan(opts) if opts.get("dry_run") else _gather(opts)
     report = Report(facts, run_checks(facts, compat_mod.load()))
     plan_data = None
     if opts.get("dry_run"):
         from fixdnn.cli.render_plan import plan_dict
-        from fixdnn.plan.build import build_plan
 
-        plan_value = build_plan(facts, report.symptoms, opts, host=_host(opts))
+        plan_value = _build_plan(facts, report.symptoms, opts, host=_host(opts))
         specs = _kernelspecs(opts, facts.target.prefix) if facts.target.prefix else ()
         plan_data = plan_dict(plan_value, facts.target.python, facts.target.prefix, specs)
         report = Report(report.facts, report.symptoms, {**(report.extra or {}), "plan": plan_data})
@@ -130,7 +145,7 @@ def diagnose(opts: dict) -> int:
         if plan_data is not None:
             from fixdnn.cli.render_plan import render_plan
 
-            render_plan(plan_data, console)
+            render_plan(plan_data, console, diff=bool(opts.get("diff") or opts.get("verbose")))
     return report.exit_code
 
 
@@ -164,6 +179,10 @@ def main(
                                               help="Extra rules (DIR/remedies/*.toml, DIR/errors.toml); wins by id."),
     lock: Optional[str] = typer.Option(None, "--lock", metavar="FILE",
                                        help="Compare with this conda-lock lockfile (lockfile-drift); needs fixdnn[conda]."),
+    use: Optional[list[str]] = typer.Option(None, "--use", metavar="REMEDY-ID",
+                                            help="Prefer this remedy (ids: see the alternatives of --dry-run)."),
+    skip: Optional[list[str]] = typer.Option(None, "--skip", metavar="REMEDY-ID", help="Never plan this remedy."),
+    diff: bool = typer.Option(False, "--diff", help="With --dry-run: the full diff of every file changed (also -v)."),
 ) -> None:
     """Diagnose the environment: the active venv / conda env, the project's .venv, or --python / --prefix.
 
@@ -171,7 +190,8 @@ def main(
     """
     ctx.obj = {"python": python, "prefix": prefix, "root": root, "json": json_out, "quiet": quiet,
                "verbose": verbose, "facts_file": facts_file, "verify_all": verify_all, "dry_run": dry_run,
-               "offline": offline, "rules": list(rules or ()), "lock": lock}
+               "offline": offline, "rules": list(rules or ()), "lock": lock,
+               "use": list(use or ()), "skip": list(skip or ()), "diff": diff}
     if rules:  # checked up front: a folder fixdnn would ignore is a mistake to say now, whatever the command
         from fixdnn.knowledge.rules import check_extra
 
@@ -320,6 +340,8 @@ def _target_prefix(opts: dict, *, required: bool = True) -> str | None:
 def apply_command(
     ctx: typer.Context,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; apply the plan."),
+    force_unproven: bool = typer.Option(False, "--force-unproven",
+                                        help="Apply steps the model could not show removing their symptom."),
 ) -> None:
     """Diagnose, show the repair plan, ask, then apply it in one transaction (verified; undo: rollback)."""
     from fixdnn.knowledge import compat as compat_mod
@@ -328,19 +350,31 @@ def apply_command(
     opts = _options(ctx)
     if opts.get("facts_file") or opts.get("root"):
         raise UsageError("apply changes a live environment; it cannot use --facts or --root")
-    facts_value = _gather(opts)
+    facts_value = _gather_for_plan(opts)
     found = run_checks(facts_value, compat_mod.load())
-    try:
-        from fixdnn.plan.build import build_plan
-    except ImportError as exc:
-        raise UsageError(f"the planner is not available ({exc})") from None
-    plan = build_plan(facts_value, found, opts)
+    plan = _build_plan(facts_value, found, opts)
     if opts.get("json"):
-        raise typer.Exit(_apply_json(plan, facts_value, found, yes))
-    raise typer.Exit(_apply(plan, facts_value, found, yes, opts))
+        raise typer.Exit(_apply_json(plan, facts_value, found, yes, force_unproven))
+    raise typer.Exit(_apply(plan, facts_value, found, yes, opts, force_unproven))
 
 
-def _apply_json(plan, facts_value, found, yes: bool) -> int:
+def _refusal(plan) -> str:
+    """Why apply will not run a plan with unproven steps (one line)."""
+    ids = ", ".join(dict.fromkeys(a.remedy for a in plan.unproven))
+    return (f"refused: the model does not show {ids} removing its symptom ({plan.unproven[0].proof}); "
+            "nothing changed. Pass --force-unproven to apply it anyway, or --skip it")
+
+
+def _build_plan(facts_value, found, opts: dict, host=None):
+    from fixdnn.plan.build import PlanInputError, build_plan
+
+    try:
+        return build_plan(facts_value, found, opts, host=host)
+    except PlanInputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _apply_json(plan, facts_value, found, yes: bool, force_unproven: bool = False) -> int:
     """``apply --json``: one fixdnn.apply/1 object; it cannot ask, so it needs --yes to change anything."""
     from fixdnn.cli.render_plan import plan_dict
     from fixdnn.cli.report import symptom_entry
@@ -358,7 +392,10 @@ def _apply_json(plan, facts_value, found, yes: bool) -> int:
             "plan": plan_dict(plan, target.python, target.prefix, specs), "outcome": "nothing-to-do", "txn_id": None,
             "reason": "", "steps_done": 0, "manual": [], "symptoms": [symptom_entry(s) for s in found]}
     code = 1 if errors else 0
-    if plan.actions:
+    if plan.unproven and not force_unproven:
+        data.update(outcome="refused-unproven", reason=_refusal(plan))
+        code = 1
+    elif plan.actions:
         try:
             result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python))
         except LockError as exc:
@@ -385,7 +422,24 @@ def _with_kernelspecs(target, plan, specs):
     return dataclasses.replace(target, kernelspecs=tuple(k.path for k in specs))
 
 
-def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
+def _shell_advice(plan, target) -> str | None:
+    """What the current shell must do to see a repair that lives in the activation scripts."""
+    from fixdnn.model.actions import ENV_KINDS
+
+    if not any(a.kind in ENV_KINDS for a in plan.actions):
+        return None
+    import os
+    import shlex
+
+    if os.path.isdir(os.path.join(target.prefix, "conda-meta")):
+        again = f"conda deactivate && conda activate {shlex.quote(target.prefix)}"
+    else:
+        again = f"deactivate; . {shlex.quote(os.path.join(target.prefix, 'bin', 'activate'))}"
+    return (f"the repair is in the environment's activation scripts: in a shell where it is active, run "
+            f"'{again}' (then 'hash -r'); new shells and 'fixdnn run' see it already")
+
+
+def _apply(plan, facts_value, found, yes: bool, opts: dict, force_unproven: bool = False) -> int:
     from fixdnn.plan.reach import reach
     from fixdnn.repair.acceptance import verifier
     from fixdnn.repair.apply import ApplyError, Target, apply_plan
@@ -408,6 +462,8 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
             out.write(f"     why: {action.reason}\n")
         for r in reach(action, len(target.kernelspecs)):
             out.write(f"     {r.where}: {r.reaches or 'not reached: ' + r.note}\n")
+        if action.proof and action.kind != "manual":
+            out.write(f"     {'proven' if action.proven else 'NOT PROVEN'}: {action.proof}\n")
     for k in specs:
         if k.path in target.kernelspecs:
             where = "inside the environment" if k.inside else f"OUTSIDE the environment ({k.location} Jupyter data dir)"
@@ -415,6 +471,9 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
     for note in plan.notes:
         out.write(f"  note: {note}\n")
     out.flush()
+    if plan.unproven and not force_unproven:
+        sys.stderr.write(f"fixdnn: {_refusal(plan)}\n")
+        return 1
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError("apply asks before changing anything; pass --yes when not at a terminal")
@@ -440,6 +499,9 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict) -> int:
         out.write(f"manual step (not done by fixdnn): {text}\n")
     if result.outcome == "applied":
         out.write(f"applied transaction {result.txn_id}; undo with 'fixdnn rollback {result.txn_id}'\n")
+        advice = _shell_advice(plan, target)
+        if advice:
+            out.write(advice + "\n")
         return 0
     if result.outcome == "nothing-to-do":
         return 1 if any(s.severity == "error" for s in found) else 0
@@ -672,7 +734,7 @@ _COMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
     "symptoms": ("json_out",),
     "lock": _TARGET + _OUTPUT,
     "env": _TARGET + _OUTPUT,
-    "apply": ("python", "prefix") + _OUTPUT + ("offline", "rules", "verify_all"),
+    "apply": ("python", "prefix") + _OUTPUT + ("offline", "rules", "verify_all", "use", "skip"),
     "rollback": ("python", "prefix") + _OUTPUT,
     "history": ("python", "prefix") + _OUTPUT,
     "explain": _TARGET + _OUTPUT + ("facts_file", "rules", "offline", "verify_all"),
@@ -712,7 +774,7 @@ def _record_after(original):
         if source is not None and source.name != "DEFAULT":  # given on the command line or by env
             obj = ctx.obj if isinstance(ctx.obj, dict) else {}
             key = _OBJ_KEY.get(param.name, param.name)
-            obj[key] = list(obj.get(key) or ()) + list(value) if key == "rules" else value
+            obj[key] = list(obj.get(key) or ()) + list(value) if key in ("rules", "use", "skip") else value
             ctx.obj = obj
         return value
 

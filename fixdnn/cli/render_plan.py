@@ -57,7 +57,8 @@ def _write_file_diff(a: Action) -> str:
 
 
 def action_dict(a: Action, python: str | None) -> dict:
-    out: dict = {"kind": a.kind, "fixes": list(a.fixes), "remedy": a.remedy, "reason": a.reason}
+    out: dict = {"kind": a.kind, "fixes": list(a.fixes), "remedy": a.remedy, "reason": a.reason,
+                 "proven": a.proven, "proof": a.proof}
     if a.kind in ("pip-install", "pip-uninstall"):
         out["command"] = a.command(python)
         out["packages"] = list(a.packages)
@@ -92,15 +93,23 @@ def plan_dict(plan: Plan, python: str | None, prefix: str | None, kernelspecs: t
         "kernelspecs": [{"path": k.path, "name": k.name, "location": k.location, "inside": k.inside}
                         for k in kernelspecs if k.path in paths],
         "actions": [action_dict(a, python) for a in plan.actions],
-        "files": [{"path": p, "diff": d} for p, d in diffs],
+        "files": [{"path": p, "diff": d, **_counts(d)} for p, d in diffs],
         "notes": notes,
         "unfixed": list(plan.unfixed),
         "runnable": plan.runnable,
+        "proven": not plan.unproven,
+        "alternatives": [{"symptom": s, "remedy": r, "status": st} for s, r, st in plan.alternatives],
     }
 
 
-def render_plan(data: dict, console) -> None:
-    """Print the ``plan_dict`` for a person."""
+def _counts(diff: str) -> dict:
+    lines = diff.splitlines()
+    return {"added": sum(1 for ln in lines if ln.startswith("+") and not ln.startswith("+++")),
+            "removed": sum(1 for ln in lines if ln.startswith("-") and not ln.startswith("---"))}
+
+
+def render_plan(data: dict, console, *, diff: bool = False) -> None:
+    """Print the ``plan_dict`` for a person; file changes as a summary, the full diff with ``diff``."""
     from rich.markup import escape
 
     console.print()
@@ -124,17 +133,32 @@ def render_plan(data: dict, console) -> None:
             where = escape(r["where"])
             console.print(f"   [dim]{where}:[/dim] " + (escape(r["reaches"]) if r["reaches"] else
                                                        f"[yellow]not reached[/yellow]: {escape(r['note'])}"))
-        if a.get("diff"):
+        if a.get("proven") is True:
+            console.print(f"   [dim]proven:[/dim] {escape(a['proof'])}")
+        elif a.get("proven") is False:
+            console.print(f"   [red]NOT PROVEN[/red]: {escape(a['proof'])}")
+        if a.get("diff") and diff:
             console.print(escape(a["diff"].rstrip("\n")))
+    if data["files"]:
+        console.print("files changed" + ("" if diff else " (full diff: --diff or -v)") + ":")
     for f in data["files"]:
-        console.print(f"[dim]--- {escape(f['path'])}[/dim]")
-        console.print(escape(f["diff"].rstrip("\n")), soft_wrap=True)
+        console.print(f"  {escape(f['path'])}: +{f['added']} -{f['removed']} lines")
+        if diff:
+            console.print(escape(f["diff"].rstrip("\n")), soft_wrap=True)
+    shown = [x for x in data.get("alternatives", []) if not x["status"].startswith("chosen")]
+    if shown:
+        console.print("alternatives (choose with --use REMEDY-ID, leave out with --skip REMEDY-ID):")
+        for x in shown:
+            console.print(f"  {escape(x['symptom'])}: {escape(x['remedy'])}: {escape(x['status'])}")
     for name in data["unfixed"]:
         console.print(f"[yellow]no automatic fix[/yellow] for {escape(name)}")
     for note in data["notes"]:
         console.print(f"[dim]note:[/dim] {escape(note)}")
     if not data["runnable"]:
         console.print("[red]this plan cannot run as shown: a pinned wheel is not available[/red]")
+    if not data.get("proven", True):
+        console.print("[red]the model does not show this plan removing its symptoms: apply refuses it "
+                      "unless given --force-unproven[/red]")
 
 
 __all__ = ["action_dict", "env_file_diffs", "plan_dict", "render_plan"]

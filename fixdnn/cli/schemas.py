@@ -43,13 +43,17 @@ SYMPTOM = obj({
 
 PLAN = obj({
     "actions": arr(obj({"kind": STR, "fixes": arr(STR), "remedy": STR, "reason": STR,
-                        "reach": arr(obj({"where": STR, "reaches": STR, "note": STR}))}, optional=("reach",))),
+                        "reach": arr(obj({"where": STR, "reaches": STR, "note": STR})),
+                        "proven": opt(BOOL), "proof": STR}, optional=("reach",))),
     "kernelspecs": arr(obj({"path": STR, "name": STR, "location": STR, "inside": BOOL})),
-    "files": arr(obj({"path": STR, "diff": STR})),
-    "notes": arr(STR), "unfixed": arr(STR), "runnable": BOOL,
+    "files": arr(obj({"path": STR, "diff": STR, "added": INT, "removed": INT})),
+    "notes": arr(STR), "unfixed": arr(STR), "runnable": BOOL, "proven": BOOL,
+    "alternatives": arr(obj({"symptom": STR, "remedy": STR, "status": STR})),
 }, optional=("kernelspecs",),
     doc="A repair plan: actions in order (pip commands, environment changes, files), where each change lives "
-        "and which processes it reaches, never yet applied.")
+        "and which processes it reaches, never yet applied. proven: each step was applied in the model and "
+        "removes its symptom there (proof says what the model showed; null for manual steps); alternatives: "
+        "every remedy considered, chosen or why not.")
 
 _TARGET = obj({
     "python": opt(STR), "python_version": opt(STR), "prefix": opt(STR),
@@ -117,7 +121,7 @@ _add("fixdnn.history/1", "fixdnn history --json: the environment's transactions,
 _add("fixdnn.apply/1", "fixdnn apply --json: the plan and what became of it", {
     "target": obj({"python": opt(STR), "prefix": STR}),
     "plan": PLAN,
-    "outcome": {"enum": ["applied", "failed-and-rolled-back", "nothing-to-do", "failed"]},
+    "outcome": {"enum": ["applied", "failed-and-rolled-back", "nothing-to-do", "failed", "refused-unproven"]},
     "txn_id": opt(STR),
     "reason": STR,
     "steps_done": INT,

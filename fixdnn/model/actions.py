@@ -17,6 +17,7 @@ KINDS = ("pip-install", "pip-uninstall", "env-set", "env-unset", "path-prepend",
          "manual")
 ENV_KINDS = ("env-set", "env-unset", "path-prepend", "path-remove")
 PERSISTED_KINDS = (*ENV_KINDS, "preload")  # the actions that live in etc/fixdnn/env.toml
+REQUIREMENTS = "fixdnn-requirements.txt"  # the file a hash-pinned step's shown command writes
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Action:
     check: str = ""  # how availability was checked, or why it is unavailable
     hashes: tuple[str, ...] = ()  # pip-install: "name==version sha256:<hex>" where the index gave one
     installer: tuple[str, ...] = ()  # pip steps: the installer argv when not "<python> -m pip" (e.g. uv pip)
+    proven: bool | None = None  # the planner applied it in the model: True = its symptom is gone there
+    proof: str = ""  # what the model showed ("in the model: removes cudnn-missing (torch)"), or why not proven
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -63,9 +66,11 @@ class Action:
         target = ["--python", python or "python"] if is_uv else []  # uv takes --python after the verb
         args = list(self.pip_args) if self.kind == "pip-install" else []
         if self.hashed_pins():
-            # apply writes the pins with their sha256 to a requirements file: pip refuses any other file
-            return " ".join(map(shlex.quote, [*head, *verb, *target, *args, "--require-hashes", "-r"])) + \
-                " <(" + " ".join(f"{p} --hash=sha256:{h}" for p, h in self.hashed_pins().items()) + ")"
+            # apply writes the pins with their sha256 to a requirements file (pip takes hashes only there);
+            # shown as the file written, then the install: both paste into any POSIX shell as they are
+            lines = [f"{p} --hash=sha256:{h}" for p, h in self.hashed_pins().items()]
+            return "printf '%s\\n' " + " ".join(map(shlex.quote, lines)) + f" > {REQUIREMENTS} && " + \
+                " ".join(map(shlex.quote, [*head, *verb, *target, *args, "--require-hashes", "-r", REQUIREMENTS]))
         return " ".join(map(shlex.quote, [*head, *verb, *target, *args, *self.packages]))
 
     def describe(self, python: str | None = None) -> str:
@@ -93,7 +98,14 @@ class Plan:
     actions: tuple[Action, ...] = ()
     notes: tuple[str, ...] = ()  # alternatives offered, conflicts, remedies rejected and why
     unfixed: tuple[str, ...] = ()  # symptom names no remedy applies to
+    # (symptom, remedy id, status) for every candidate the planner looked at: chosen, or why not
+    alternatives: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def runnable(self) -> bool:
         return all(a.available is not False for a in self.actions)
+
+    @property
+    def unproven(self) -> tuple[Action, ...]:
+        """Steps fixdnn would carry out that the model did not show to remove their symptom."""
+        return tuple(a for a in self.actions if a.kind != "manual" and a.proven is False)

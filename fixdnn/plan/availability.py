@@ -60,11 +60,12 @@ def _pip_dry_run(host, ctx: Context, pins: list[str]) -> tuple[int, str, str]:
         argv = [*ctx.installer_argv, "install", "--dry-run", "--no-deps", "--python", ctx.python or "python"]
         if ctx.offline:
             argv.append("--offline")
+            argv += ctx.pip.offline_args()
     else:
         argv = [*ctx.installer_argv, "install", "--dry-run", "--quiet", "--report", "-", "--no-deps",
                 "--ignore-installed", "--only-binary=:all:"]
-        if ctx.offline:
-            argv.append("--no-index")
+        if ctx.offline:  # only what is on disk: file:// indexes and find-links folders
+            argv += ctx.pip.offline_args()
     res = host.run([*argv, *pins], timeout=180, env=_env(host))
     return res.returncode, res.stdout, res.stderr
 
@@ -166,7 +167,9 @@ def check_with_index(ctx: Context, pins: list[str], timeout: float = 15) -> dict
     """{pin: (available, how, sha256)} from the configured find-links folders and index (PEP 691 / 503)."""
     results: dict[str, tuple[bool | None, str, str | None]] = {}
     indexes: list[str] = []
-    if not ctx.offline and not ctx.pip.no_index:
+    if ctx.offline:  # only what is on disk: the file:// indexes
+        indexes = list(ctx.pip.local_indexes())
+    elif not ctx.pip.no_index:
         # Only the indexes the target's configuration names: pip's built-in default is in pip's private
         # code, and without a pip to ask, an unconfigured index is "not checked", never guessed.
         indexes = [u for u in (ctx.pip.index_url, *ctx.pip.extra_index_urls) if u]
@@ -174,7 +177,7 @@ def check_with_index(ctx: Context, pins: list[str], timeout: float = 15) -> dict
     for pin in pins:
         name, version = _split_pin(pin)
         found = None
-        for link in ctx.pip.find_links:
+        for link in (ctx.pip.local_find_links() if ctx.offline else ctx.pip.find_links):
             folder = link[len("file://"):] if link.startswith("file://") else link
             if os.path.isdir(folder):
                 for fn in sorted(os.listdir(folder)):
@@ -206,6 +209,23 @@ def check_with_index(ctx: Context, pins: list[str], timeout: float = 15) -> dict
     return results
 
 
+class Availability:
+    """``availability(pins) -> {pin: (available, how, sha256)}`` for the planner: asked once per pin."""
+
+    def __init__(self, host, ctx: Context):
+        self.host, self.ctx = host, ctx
+        self.known: dict[str, tuple[bool | None, str, str | None]] = {}
+
+    def __call__(self, pins: list[str]) -> dict[str, tuple[bool | None, str, str | None]]:
+        todo = [p for p in dict.fromkeys(pins) if p not in self.known]
+        if todo:
+            if self.ctx.installer in ("pip", "uv") and self.ctx.installer_argv:
+                self.known.update(check_with_installer(self.host, self.ctx, todo))
+            else:
+                self.known.update(check_with_index(self.ctx, todo))
+        return {p: self.known[p] for p in pins}
+
+
 def check_plan(plan: Plan, ctx: Context, host) -> Plan:
     """The plan with ``available`` / ``check`` / ``hashes`` set on every pip-install step."""
     pins = list(dict.fromkeys(p for a in plan.actions if a.kind == "pip-install" for p in a.packages))
@@ -231,4 +251,4 @@ def check_plan(plan: Plan, ctx: Context, host) -> Plan:
     return replace(plan, actions=tuple(actions), notes=tuple(dict.fromkeys(notes)))
 
 
-__all__ = ["check_plan", "check_with_index", "check_with_installer", "wheel_matches"]
+__all__ = ["Availability", "check_plan", "check_with_index", "check_with_installer", "wheel_matches"]

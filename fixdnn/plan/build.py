@@ -168,7 +168,7 @@ def build_actions(remedy: Remedy, scope: dict, ctx: Context, fixes: str) -> list
                 args = [render(a, scope, ctx) for a in tmpl.get("pip_args", ())]
                 if ONLY_BINARY not in args:
                     args.insert(0, ONLY_BINARY)
-                kw["pip_args"] = tuple(args) + ctx.pip.pip_args()
+                kw["pip_args"] = tuple(args) + ctx.pip_args()
                 kw["hashes"] = tuple(f"{p} sha256:{ctx.hashes[p]}" for p in packages if p in ctx.hashes)
             else:
                 packages = tuple(Requirement(p).name if _is_req(p) else p for p in packages)
@@ -222,49 +222,162 @@ def alternatives(symptom, compat) -> dict:
     return {"alt": {"versions": "; ".join(lines) or "none in the compat tables"}}
 
 
-def plan(symptoms, ctx: Context, rules: Rules, compat=None) -> Plan:
-    """Choose a remedy per symptom and combine the actions into one ordered, conflict-free plan."""
+class PlanInputError(ValueError):
+    """--use / --skip name no remedy: one line for the user."""
+
+
+def _candidates(symptom, rules: Rules, use: tuple[str, ...], skip: tuple[str, ...]):
+    """Remedies in the rule file's order; one named by --use goes first; --skip ones are set aside."""
+    found = list(rules.for_symptom(symptom.name))
+    chosen = [r for r in found if r.id in use]
+    ordered = chosen + [r for r in found if r.id not in use]
+    return [(r, "skipped (--skip)" if r.id in skip else None) for r in ordered]
+
+
+def _pins(actions: list[Action]) -> list[str]:
+    return [p for a in actions if a.kind == "pip-install" for p in a.packages]
+
+
+def _constrained(actions: list[Action], ctx: Context) -> str | None:
+    """Why a pin of these actions is ruled out by the user's pip constraints, or None."""
+    for pin in _pins(actions):
+        why = ctx.forbidden(pin)
+        if why:
+            return f"{pin} is forbidden by the pip constraint {why}"
+    return None
+
+
+def _check_pins(actions: list[Action], ctx: Context, availability) -> tuple[list[Action], str | None]:
+    """Actions with availability set, or the reason the remedy cannot run (an unavailable pin)."""
+    pins = _pins(actions)
+    if not pins or availability is None:
+        return actions, None
+    got = availability(pins)
+    out = []
+    for a in actions:
+        if a.kind != "pip-install":
+            out.append(a)
+            continue
+        rows = [got.get(p, (None, "not checked", None)) for p in a.packages]
+        bad = [f"{p}: {r[1]}" for p, r in zip(a.packages, rows) if r[0] is False]
+        if bad:
+            return actions, "unavailable: " + "; ".join(bad)
+        available = None if any(r[0] is None for r in rows) else True
+        hashes = tuple(f"{p} sha256:{r[2]}" for p, r in zip(a.packages, rows) if r[2])
+        out.append(replace(a, available=available, check="; ".join(dict.fromkeys(r[1] for r in rows)),
+                           hashes=hashes or a.hashes))
+    return out, None
+
+
+def plan(symptoms, ctx: Context, rules: Rules, compat=None, *, facts=None, availability=None,
+         use: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> Plan:
+    """Choose a remedy per symptom and combine the actions into one ordered, conflict-free plan.
+
+    With ``facts`` every candidate is proven in the model (:mod:`fixdnn.plan.model`): the first, in the
+    rule file's order, whose effects remove its symptom without a new error is chosen; the steps chosen
+    for earlier symptoms are already applied there, so a symptom they remove gets no step of its own.
+    ``availability(pins) -> {pin: (available, how, sha256)}`` rejects a remedy whose pin cannot be had."""
+    from fixdnn.plan.model import label, prove, symptom_key
+    from fixdnn.symptoms.registry import diagnose
+
     actions: list[Action] = []
     notes: list[str] = []
     unfixed: list[str] = []
+    alts: list[tuple[str, str, str]] = []
+    deferred: list = []  # (symptom, fallback, rejected, candidate ids): decided once every symptom is planned
+    current_facts, current = facts, tuple(symptoms)
     ordered = sorted(enumerate(symptoms), key=lambda p: (_SEVERITY.get(p[1].severity, 3), p[0]))
     for _, symptom in ordered:
         if symptom.severity == "info":
             notes.append(f"{symptom.name}: informational, nothing to change ({symptom.hint or symptom.summary})")
             continue
-        candidates = rules.for_symptom(symptom.name)
+        if facts is not None:
+            now = next((s for s in current if symptom_key(s) == symptom_key(symptom)), None)
+            if now is None:
+                notes.append(f"{label(symptom)}: removed in the model by the steps above")
+                continue
+            symptom = now
+        candidates = _candidates(symptom, rules, use, skip)
         scope = scope_for(symptom.evidence, ctx, alternatives(symptom, compat))
         rejected: list[str] = []
         chosen: list[Action] | None = None
-        chosen_at = -1
-        for n, remedy in enumerate(candidates):
-            why_not = holds(remedy, scope, ctx)
+        chosen_id = ""
+        fallback: tuple[str, list[Action], int] | None = None  # an unproven remedy, if nothing is proven
+        for remedy, why_not in candidates:
+            why_not = why_not or holds(remedy, scope, ctx)
+            built: list[Action] = []
             if why_not is None:
                 try:
-                    chosen = build_actions(remedy, scope, ctx, symptom.name)
-                    chosen_at = n
-                    break
+                    built = build_actions(remedy, scope, ctx, symptom.name)
                 except RenderError as exc:
                     why_not = str(exc)
                     notes.append(f"{symptom.name}: remedy {remedy.id} not used: {exc}")
+            if why_not is None:
+                why_not = _constrained(built, ctx)
+            proven = None
+            if why_not is None and facts is not None:  # the model first: it is cheap, pip is not
+                proof, after_facts, after = prove(current_facts, current, built, [symptom], compat, diagnose)
+                built = [replace(a, proven=proof.proven if a.kind != "manual" else None, proof=proof.reason)
+                         for a in built]
+                proven = proof.proven
+                if not proven and remedy.id not in use:
+                    why_not = proof.reason
+            if why_not is None:
+                built, why_not = _check_pins(built, ctx, availability)
+            if why_not is None:  # proven, not modelled (no facts), or the user's --use choice (unproven)
+                if proven:
+                    current_facts, current = after_facts, after
+                chosen, chosen_id = built, remedy.id
+                break
+            if proven is False and not why_not.startswith(("unavailable", "pip would change nothing")):
+                # nothing proven yet: a manual step is the safer fallback than an unproven change
+                rank = 0 if all(a.kind == "manual" for a in built) else 1
+                if fallback is None or rank < fallback[2]:
+                    fallback = (remedy.id, built, rank)
             rejected.append(f"{remedy.id} ({why_not})")
+            alts.append((symptom.name, remedy.id, why_not))
+        if chosen is None and fallback is not None and facts is not None:
+            # nothing proven: a step chosen for a later symptom may still remove this one in the model
+            deferred.append((symptom, fallback, rejected, [r.id for r, _ in candidates]))
+            continue
         if chosen is None:
             if symptom.name not in unfixed:
                 unfixed.append(symptom.name)
+            if facts is not None and rejected:
+                notes.append(f"{label(symptom)}: no remedy proven in the model: " + "; ".join(rejected))
             continue
-        later = [r.id for r in candidates[chosen_at + 1:]]
-        suffix = ""
-        if rejected:
-            suffix += "; not " + ", ".join(rejected)
-        if later:
-            suffix += "; preferred over " + ", ".join(later)
-        actions.extend(replace(a, reason=a.reason + suffix) for a in chosen)
+        _choose(symptom, chosen_id, chosen, rejected, [r.id for r, _ in candidates], actions, alts)
+    for symptom, (chosen_id, chosen, _rank), rejected, ids in deferred:
+        if symptom_key(symptom) not in {symptom_key(s) for s in current}:
+            notes.append(f"{label(symptom)}: removed in the model by the steps above")
+            actions[:] = [replace(a, fixes=tuple(dict.fromkeys(a.fixes + (symptom.name,))))
+                          if a.proven and label(symptom) in a.proof else a for a in actions]
+            continue
+        alts[:] = [x for x in alts if not (x[0] == symptom.name and x[1] == chosen_id)]
+        rejected = [r for r in rejected if not r.startswith(chosen_id + " (")]
+        if any(a.kind != "manual" for a in chosen):
+            notes.append(f"{label(symptom)}: no remedy is proven in the model; {chosen_id} is shown unproven "
+                         f"({chosen[0].proof})")
+        _choose(symptom, chosen_id, chosen, rejected, ids, actions, alts)
     actions, more = _resolve(actions, ctx)
     notes.extend(more)
     actions = _dedupe(actions)
     actions.sort(key=lambda a: _ORDER[a.kind])
     notes.extend(_outside_notes(actions, ctx))
-    return Plan(tuple(actions), tuple(dict.fromkeys(notes)), tuple(unfixed))
+    return Plan(tuple(actions), tuple(dict.fromkeys(notes)), tuple(unfixed), tuple(alts))
+
+
+def _choose(symptom, chosen_id: str, chosen: list[Action], rejected: list[str], ids: list[str],
+            actions: list[Action], alts: list) -> None:
+    later = ids[ids.index(chosen_id) + 1:]
+    alts.append((symptom.name, chosen_id, "chosen" + (f" ({chosen[0].proof})" if chosen[0].proof else "")))
+    alts.extend((symptom.name, rid, "not tried: an earlier remedy was chosen") for rid in later)
+    suffix = ""
+    if rejected:
+        suffix += "; not " + ", ".join(rejected)
+    if later:
+        suffix += "; preferred over " + ", ".join(later)
+    actions.extend(replace(a, reason=a.reason + suffix) for a in chosen)
 
 
 def _outside_notes(actions: list[Action], ctx: Context) -> list[str]:
@@ -343,12 +456,14 @@ def _resolve(actions: list[Action], ctx: Context) -> tuple[list[Action], list[st
     return final, notes
 
 
-__all__ = ["ONLY_BINARY", "RenderError", "exact_pin", "plan", "render", "scope_for"]
+__all__ = ["ONLY_BINARY", "PlanInputError", "RenderError", "build_plan", "exact_pin", "plan", "render", "scope_for"]
 
 
 def build_plan(facts, symptoms, opts: dict | None = None, *, host=None, check: bool = True) -> Plan:
     """The CLI's entry point (not pure): load the rules (``opts["rules"]``: extra dirs), build the context
-    from the facts and the target's pip (``opts["offline"]``), plan, then check every pin's availability."""
+    from the facts and the target's pip (``opts["offline"]``), then plan, proving every candidate in the
+    model and asking the target's installer whether each candidate's pins can be had (``check``).
+    ``opts["use"]`` / ``opts["skip"]``: remedy ids to prefer / leave out (PlanInputError when unknown)."""
     from fixdnn.knowledge import compat as compat_mod
     from fixdnn.plan import context as context_mod
     from fixdnn.symptoms.registry import load_rules
@@ -356,12 +471,20 @@ def build_plan(facts, symptoms, opts: dict | None = None, *, host=None, check: b
 
     opts = opts or {}
     rules = load_rules(list(opts.get("rules") or ()), errors=False)
+    use, skip = tuple(opts.get("use") or ()), tuple(opts.get("skip") or ())
+    known = {r.id for r in rules.remedies}
+    for flag, ids in (("--use", use), ("--skip", skip)):
+        for rid in ids:
+            if rid not in known:
+                near = sorted(k for k in known if k.split(".")[0] == rid.split(".")[0]) or sorted(known)[:3]
+                raise PlanInputError(f"{flag} {rid}: no such remedy (e.g. {', '.join(near[:4])}); "
+                                     "'fixdnn --dry-run' lists the alternatives")
     host = host or Host()
     compat = compat_mod.load()
     ctx = context_mod.build(facts, host, offline=bool(opts.get("offline")), compat=compat)
-    result = plan(symptoms, ctx, rules, compat)
+    availability = None
     if check:
-        from fixdnn.plan.availability import check_plan
+        from fixdnn.plan.availability import Availability
 
-        result = check_plan(result, ctx, host)
-    return result
+        availability = Availability(host, ctx)
+    return plan(symptoms, ctx, rules, compat, facts=facts, availability=availability, use=use, skip=skip)

@@ -38,6 +38,37 @@ class PipConfig:
             out += ["--find-links", link]
         return tuple(out)
 
+    def local_indexes(self) -> tuple[str, ...]:
+        """The configured indexes that are folders (file://): reading them needs no network."""
+        return tuple(u for u in (self.index_url, *self.extra_index_urls) if u and is_local(u) and not self.no_index)
+
+    def local_find_links(self) -> tuple[str, ...]:
+        return tuple(link for link in self.find_links if is_local(link))
+
+    def offline_args(self) -> tuple[str, ...]:
+        """pip arguments that use only the local sources: the file:// indexes (or --no-index), local find-links."""
+        local = self.local_indexes()
+        out: list[str] = ["--index-url", local[0]] if local else ["--no-index"]
+        for url in local[1:]:
+            out += ["--extra-index-url", url]
+        for link in self.local_find_links():
+            out += ["--find-links", link]
+        return tuple(out)
+
+
+def is_local(url: str) -> bool:
+    """A file:// URL or a plain path: pip reads it from disk."""
+    return url.startswith("file:") or "://" not in url
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One requirement line of a pip constraints file (PIP_CONSTRAINT, global.constraint)."""
+
+    file: str
+    line: int
+    text: str
+
 
 @dataclass(frozen=True)
 class FrameworkInfo:
@@ -66,10 +97,39 @@ class Context:
     installed: dict[str, str] = field(default_factory=dict)  # dist name -> installed version
     hashes: dict[str, str] = field(default_factory=dict)  # "name==version" -> sha256 (when known)
     wheel_tags: frozenset | None = None  # packaging Tags the target installs (None: not known, not checked)
+    constraints: tuple[Constraint, ...] = ()  # the user's pip constraints, read from their files
 
     @property
     def can_fetch(self) -> bool:
-        return self.installer != "none" and (not self.offline or bool(self.pip.find_links))
+        """pip can get wheels: online, or offline from local sources (file:// indexes, find-links folders)."""
+        local = bool(self.pip.local_find_links() or self.pip.local_indexes())
+        return self.installer != "none" and (not self.offline or local)
+
+    def pip_args(self) -> tuple[str, ...]:
+        """Installer arguments every pip step carries: offline, only the local sources."""
+        return self.pip.offline_args() if self.offline else self.pip.pip_args()
+
+    def forbidden(self, pin: str) -> str | None:
+        """``file:line: text`` of the user's constraint that rules this exact pin out, or None."""
+        try:
+            req = Requirement(pin)
+        except InvalidRequirement:
+            return None
+        version = pin.split("==", 1)[1].strip() if "==" in pin else None
+        from packaging.utils import canonicalize_name
+
+        for c in self.constraints:
+            try:
+                rule = Requirement(c.text)
+            except InvalidRequirement:
+                continue
+            if canonicalize_name(rule.name) != canonicalize_name(req.name) or version is None:
+                continue
+            if rule.marker is not None and not rule.marker.evaluate({"sys_platform": "linux", "extra": ""}):
+                continue
+            if not rule.specifier.contains(version, prereleases=True):
+                return f"{c.file}:{c.line}: {c.text}"
+        return None
 
     @property
     def persistable(self) -> bool:
@@ -129,6 +189,24 @@ def read_pip_config(host, pip_argv: tuple[str, ...]) -> PipConfig:
                      tuple((env.get("PIP_CONSTRAINT") or "").split()),
                      (env.get("PIP_NO_INDEX") or "").lower() in ("1", "true", "yes"),
                      env.get("PIP_CERT"), "environment (no pip in the target)")
+
+
+def read_constraints(host, files: tuple[str, ...]) -> tuple[Constraint, ...]:
+    """The requirement lines of the user's constraint files (local paths or file:// URLs; others skipped)."""
+    out: list[Constraint] = []
+    for name in files:
+        path = name[len("file://"):] if name.startswith("file://") else name
+        if "://" in path:
+            continue
+        try:
+            text = host.read_text(path, limit=1 << 20)
+        except Exception:
+            continue
+        for n, raw in enumerate(text.splitlines(), 1):
+            line = raw.split(" #", 1)[0].strip()
+            if line and not line.startswith(("#", "-")):
+                out.append(Constraint(path, n, line))
+    return tuple(out)
 
 
 def _is_uv_venv(host, prefix: str | None) -> bool:
@@ -226,8 +304,9 @@ def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Con
         # pip (pip >= 22.3 installs into --python T), exactly as fixdnn.repair.apply runs it.
         installer, argv = "pip", (sys.executable, "-m", "pip", "--python", t.python)
     pip = read_pip_config(host, argv if installer == "pip" else ()) if host is not None else PipConfig()
+    constraints = read_constraints(host, pip.constraints) if host is not None else ()
     return Context(
-        python=t.python, prefix=t.prefix, env_kind=kind, installer=installer, installer_argv=argv,
+        constraints=constraints, python=t.python, prefix=t.prefix, env_kind=kind, installer=installer, installer_argv=argv,
         offline=offline, pip=pip, frameworks=frameworks_info(facts, compat), pins=_exact_pins(facts),
         installed={d.name: d.version for d in facts.distributions}, wheel_tags=wheel_tags(t) or None,
     )

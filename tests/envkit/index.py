@@ -124,6 +124,20 @@ class LocalIndex:
     def files_of(self, name: str) -> list[Path]:
         return sorted(f for f in self.wheels.glob("*.whl") if canonicalize_name(f.name.split("-")[0]) == name)
 
+    def folder_url(self) -> str:
+        """Write the index as static PEP 503 pages next to the wheels (a local mirror): its file:// URL,
+        which pip (and fixdnn --offline) read without any network."""
+        simple = self.root / "simple"
+        names = sorted({canonicalize_name(f.name.split("-")[0]) for f in self.wheels.glob("*.whl")})
+        for name in names:
+            page = simple / name / "index.html"
+            page.parent.mkdir(parents=True, exist_ok=True)
+            links = "".join(f'<a href="../../wheels/{html.escape(f.name)}#sha256='
+                            f'{hashlib.sha256(f.read_bytes()).hexdigest()}">{html.escape(f.name)}</a>\n'
+                            for f in self.files_of(name))
+            page.write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
+        return f"file://{simple}/"
+
     @property
     def url(self) -> str:
         if self._server is None:
