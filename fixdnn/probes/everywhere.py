@@ -70,6 +70,36 @@ def kernel_findings(run: ProbeRun, spec) -> tuple[list[Finding], list[str]]:
     return findings, passed
 
 
+def model_for(facts, environ: Mapping[str, str]):
+    """The facts as the loader of a process started with ``environ`` sees them (the caller's facts when they
+    cannot be gathered again)."""
+    from fixdnn.facts import gather
+    from fixdnn.target.host import Host
+    from fixdnn.target.interpreter import TargetSpec
+
+    try:
+        return gather(Host(environ=dict(environ)), TargetSpec(python=facts.target.python), save_cache=False)
+    except Exception:  # noqa: BLE001 - a model we cannot build: compare with the caller's facts
+        return facts
+
+
+def plain_model_environ(prefix: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The cron-like environment with the in-process hook's copies mapped first, as ``LD_PRELOAD`` maps them
+    (both load a copy by path before the framework asks for its SONAME): the plain process's loader model."""
+    from fixdnn.shell.envfile import EnvFile, EnvFileError
+    from fixdnn.shell.preload import describe
+
+    env = plain_environ(environ)
+    try:
+        if describe(prefix)["installed"]:
+            preloads = [p.path for p in EnvFile.load(EnvFile.path_for(prefix)).preloads]
+            if preloads:
+                env["LD_PRELOAD"] = " ".join(preloads)
+    except (EnvFileError, OSError):
+        pass
+    return env
+
+
 def has_changes(prefix: str | None) -> bool:
     """Whether fixdnn changed this environment's variables or preloads (so plain and activated differ)."""
     if not prefix:
@@ -83,4 +113,4 @@ def has_changes(prefix: str | None) -> bool:
     return bool(env.ops or env.preloads)
 
 
-__all__ = ["PLAIN_LABEL", "has_changes", "kernel_findings", "kernel_run", "plain_environ"]
+__all__ = ["PLAIN_LABEL", "has_changes", "model_for", "plain_model_environ", "kernel_findings", "kernel_run", "plain_environ"]

@@ -307,10 +307,14 @@ def verify(facts: Facts, host, *, timeout: float = 120, loader_trace: bool = Fal
         reruns.append((run, found))
     wanted = frameworks if frameworks is not None else tuple(f.name for f in facts.frameworks if f.name in FRAMEWORKS)
     plain = everywhere.has_changes(facts.target.prefix)
+    active_facts, plain_facts = facts, facts
+    if plain and wanted:  # fixdnn changed the environment: model each process as its loader sees it
+        active_facts = everywhere.model_for(facts, env)
+        plain_facts = everywhere.model_for(facts, everywhere.plain_model_environ(facts.target.prefix, host.environ))
     for name in dict.fromkeys(wanted):
         told(f"importing {name} and running a tiny conv2d")
         run = run_probe("framework", python, [name], probe=name, env=env, cwd=cwd, timeout=timeout)
-        found, ok = _framework_findings(facts, host, run, name)
+        found, ok = _framework_findings(active_facts, host, run, name)
         findings += found
         passed += ok
         runs.append(run)
@@ -320,7 +324,7 @@ def verify(facts: Facts, host, *, timeout: float = 120, loader_trace: bool = Fal
             told(f"importing {name} from a {everywhere.PLAIN_LABEL}")
             run = run_probe("framework", python, [name], probe=label, env=everywhere.plain_environ(host.environ),
                             cwd=cwd, timeout=timeout)
-            found, ok = _framework_findings(facts, host, run, name)
+            found, ok = _framework_findings(plain_facts, host, run, name)
             findings += [replace(f, summary=f"{everywhere.PLAIN_LABEL}: {f.summary}") for f in found]
             passed += [f"{everywhere.PLAIN_LABEL}: {line}" for line in ok]
             runs.append(run)
