@@ -172,7 +172,7 @@ def main(
     version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
                                  help="Print fixdnn's version and exit."),
     verify_all: bool = typer.Option(False, "--verify-all",
-                                    help="Verify every installed package's files against its record, not only DNN ones."),
+                                    help="Hash every file of every installed package against its record (no cache trusted); by default only DNN packages, by size, and the libraries that would load by hash."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Also show the repair plan (commands, file diffs); change nothing."),
     offline: bool = typer.Option(False, "--offline", help="Plan without network: no index queries, prefer copies on disk."),
     rules: Optional[list[str]] = typer.Option(None, "--rules", metavar="DIR",

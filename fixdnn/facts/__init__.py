@@ -53,8 +53,12 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     unknowns += more
     copies, more = binversion.fill(host, copies, save_cache=save_cache)  # only copies known by major alone
     unknowns += more
+    # Hashing is what costs (gigabytes): the libraries that would load are hashed now, every other file is
+    # compared by size until --verify-all (or an earlier run) hashed it.
+    loading = {o.path for o in outcomes if o.path}
+    loading |= {host.realpath(p) for p in loading}
     checks, more = integrity.gather(host, target, dists, verify_all=verify_all, save_cache=save_cache,
-                                    notice=notice)
+                                    notice=notice, hash_only=frozenset(loading))
     unknowns += more
     cpu_side = _cpu_side(host, target, dists, env)
     unknowns += cpu_side.pop("unknowns")

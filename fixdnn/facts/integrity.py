@@ -7,10 +7,19 @@ interrupted download or copy, a full disk, a hand edit, or a "fix" that symlinke
 
 Which packages are checked is data (``rules/compat/integrity.toml``); ``verify_all`` checks every one.
 
-Speed: sizes are compared first (a size mismatch needs no hash); the rest are hashed in a thread pool
-(hashlib releases the GIL on large buffers) in 1 MiB chunks, largest first; digests are cached in fixdnn's
-state directory per environment, keyed by (path, size, mtime_ns, inode, ctime_ns), so a file that changed in
-any way is hashed again and an unchanged one never. All reads go through :class:`~fixdnn.target.host.Host`.
+Speed: sizes are compared first, for every file (a truncated or replaced file is found at the cost of a
+stat). Hashing is where the time goes (gigabytes in a CUDA environment), so a diagnosis hashes only the
+files that need it: with ``hash_only`` (the libraries that would load, given by the caller) the others are
+compared by size and reported as such (``InstallCheck.size_only``) until ``--verify-all`` hashes them all.
+Hashes run in a thread pool (hashlib releases the GIL on large buffers) in 1 MiB chunks, largest first.
+
+The cache: digests are kept in fixdnn's state directory per environment, keyed by the file's identity
+(device, inode, size, mtime_ns: :func:`fixdnn.base.filecache.identity`). That key changes whenever the
+content can have changed through an ordinary write, and not when only metadata did: a hard link,
+``cp -al``, ``chmod`` or ``chown`` move the change time, not these, so they keep the cached digests. What it
+trusts: that nobody rewrites a file in place with the same size and then sets its modification time back
+(``touch -d``, ``rsync --times`` onto the same inode). ``--verify-all`` trusts no cache and hashes every file.
+All reads go through :class:`~fixdnn.target.host.Host`.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from fixdnn.base.filecache import identity
 from fixdnn.facts import condameta, distinfo
 from fixdnn.model.facts import BadFile, Distribution, InstallCheck, TargetInfo, Unknown
 from fixdnn.target.host import Host, HostError
@@ -39,7 +49,7 @@ from fixdnn.target.host import Host, HostError
 CHUNK = 1 << 20
 BAD_CAP = 100  # bad files kept per package in the facts (bad_count has the full number)
 CACHE_NAME = "integrity-cache.json"
-CACHE_SCHEMA = "fixdnn.integrity-cache/1"
+CACHE_SCHEMA = "fixdnn.integrity-cache/2"  # /2: identity keys without ctime
 # Digests weaker than sha256 prove nothing against a hand edit; PEP 376 RECORDs never use them in practice.
 _ALGORITHMS = {"sha224", "sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b", "blake2s"}
 _SITE_TAIL = re.compile(r"/lib(?:64)?/(?:python[^/]+|pypy[^/]*)/(?:site|dist)-packages$")
@@ -190,12 +200,15 @@ def parse_record(text: str, location: str, bases: tuple[str, ...]) -> tuple[list
     return entries, skipped, malformed, refused
 
 
-def _snapshot_holds(host: Host, snap, record_key: list[int]) -> bool:
+def _snapshot_holds(host: Host, snap, record_key: list[int], hash_only: frozenset[str] | None) -> bool:
     """True when a package verified clean before is provably unchanged: the same RECORD and every file
-    with the same (size, mtime, inode, ctime) as then. Nothing is parsed or hashed for it."""
+    with the same identity (device, inode, size, mtime) as then. Nothing is parsed or hashed for it."""
     try:
         if snap["record"] != record_key:
             return False
+        if snap["size_only"] and (hash_only is None or any(p in hash_only or link in hash_only
+                                                             for p, link in snap["size_only"])):
+            return False  # a file it only compared by size must now be hashed
         for path, *key in snap["files"]:
             st = host.lstat(path)
             if stat_mod.S_ISLNK(st.st_mode):
@@ -208,7 +221,8 @@ def _snapshot_holds(host: Host, snap, record_key: list[int]) -> bool:
 
 
 def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | None, unknowns: list[Unknown],
-                  snapshots: dict | None = None, unchanged: list | None = None) -> list[Package]:
+                  snapshots: dict | None = None, unchanged: list | None = None,
+                  hash_only: frozenset[str] | None = None) -> list[Package]:
     """Packages to verify; those a clean snapshot proves unchanged go to ``unchanged`` as results."""
     out = []
     snapshots = snapshots if snapshots is not None else {}
@@ -225,9 +239,10 @@ def _pip_packages(host: Host, target: TargetInfo, dists, patterns: Patterns | No
         except HostError:
             record_key = None
         snap = snapshots.get(dist.record)
-        if record_key is not None and unchanged is not None and snap and _snapshot_holds(host, snap, record_key):
+        if record_key is not None and unchanged is not None and snap and _snapshot_holds(host, snap, record_key,
+                                                                                          hash_only):
             unchanged.append(InstallCheck(dist.name, dist.version, "pip", dist.record, snap["checked"],
-                                          snap["skipped"]))
+                                          snap["skipped"], size_only=len(snap["size_only"])))
             continue
         try:
             text = distinfo.read_record(host, dist.record)
@@ -313,11 +328,11 @@ def _conda_packages(host: Host, target: TargetInfo, patterns: Patterns | None, u
 
 # -- the cache -----------------------------------------------------------------------------------------
 def _key(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    return identity(st)
 
 
 def load_cache(path: Path | None) -> dict[str, list]:
-    """path -> [size, mtime_ns, ino, ctime_ns, {algorithm: hex}]; a missing or corrupt file is empty."""
+    """path -> [dev, ino, size, mtime_ns, {algorithm: hex}]; a missing or corrupt file is empty."""
     return _load_all(path)[0]
 
 
@@ -482,13 +497,29 @@ def _rewritten_shebang(host: Host, path: str) -> str | None:
 SHEBANG_LIMIT = 4096
 
 
+SMALL_LIBRARY = 16 << 20  # shared objects below this are hashed on every first look: ~140 MiB in a torch venv
+
+
+def _hash_now(path: str, link: str | None, size: int, hash_only: frozenset[str]) -> bool:
+    """Hash on a default run: a library that would load, or any small shared object (cheap, and a damaged
+    one breaks whoever loads it); big libraries nobody loads now and every other file wait for --verify-all."""
+    if path in hash_only or link in hash_only:
+        return True
+    name = path.rsplit("/", 1)[-1]
+    return size < SMALL_LIBRARY and (name.endswith(".so") or ".so." in name)
+
+
 def verify(host: Host, packages: list[Package], cache_file: Path | None,
            save_to=None, loaded: tuple[dict, dict] | None = None,
-           notice: Callable[[str], None] | None = None) -> tuple[InstallCheck, ...]:
+           notice: Callable[[str], None] | None = None, hash_only: frozenset[str] | None = None,
+           trust_cache: bool = True) -> tuple[InstallCheck, ...]:
     """Compare every entry with the disk. ``save_to()`` returns the cache path to write (or None);
-    ``loaded`` is the cache already read by the caller (files, clean snapshots)."""
+    ``loaded`` is the cache already read by the caller (files, clean snapshots). ``hash_only``: hash only
+    these paths (or files whose link resolves to one); the others without a cached digest are compared by
+    size alone. ``trust_cache=False`` hashes every file again (``--verify-all``)."""
     cache, clean = loaded if loaded is not None else _load_all(cache_file)
     dirty = False
+    size_only: set[str] = set()
     # path -> (stat, lstat-is-link target or None) or an error BadFile factory
     observed: dict[str, tuple] = {}
     wanted: dict[tuple[str, str], os.stat_result] = {}  # (path, algorithm) -> stat, to hash
@@ -518,13 +549,16 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
                 continue
             if e.algorithm is None:
                 continue
-            hit = cache.get(e.path)
+            hit = cache.get(e.path) if trust_cache else None
             try:
                 if hit[:4] == _key(st):
                     digests[(e.path, e.algorithm)] = bytes.fromhex(hit[4][e.algorithm])
                     continue
             except (TypeError, KeyError, IndexError, ValueError, AttributeError):
                 pass  # no entry, or one of the wrong shape: hash again
+            if hash_only is not None and not _hash_now(e.path, _link, st.st_size, hash_only):
+                size_only.add(e.path)  # its size matched; its hash waits for a run that needs it
+                continue
             wanted[(e.path, e.algorithm)] = st
 
     failures: dict[tuple[str, str], str] = {}
@@ -551,7 +585,7 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
     results = []
     for pkg in packages:
         bad: list[BadFile] = []
-        checked = 0
+        checked = unhashed = 0
         for e in pkg.entries:
             status, st, link = observed[e.path]
             checked += 1
@@ -574,6 +608,9 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
                 continue
             if e.algorithm is None:
                 continue
+            if e.path in size_only:
+                unhashed += 1
+                continue
             k = (e.path, e.algorithm)
             if k in failures:
                 bad.append(BadFile(e.recorded, "unreadable", want_size, failures[k], link))
@@ -585,8 +622,8 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
                            BadFile(e.recorded, e.algorithm, _fmt(e.style, e.algorithm, e.digest),
                                    _fmt(e.style, e.algorithm, got), link))
         results.append(InstallCheck(pkg.name, pkg.version, pkg.source, pkg.record, checked, pkg.skipped,
-                                    tuple(bad[:BAD_CAP]), len(bad)))
-        snapshot = _snapshot(pkg, bad, observed, cache, checked)
+                                    tuple(bad[:BAD_CAP]), len(bad), unhashed))
+        snapshot = _snapshot(pkg, bad, observed, cache, checked, size_only)
         if snapshot is not None:
             clean[pkg.record] = snapshot
             dirty = True
@@ -602,41 +639,57 @@ def verify(host: Host, packages: list[Package], cache_file: Path | None,
     return tuple(results)
 
 
-def _snapshot(pkg: Package, bad: list, observed: dict, cache: dict, checked: int) -> dict | None:
+def _snapshot(pkg: Package, bad: list, observed: dict, cache: dict, checked: int, size_only: set[str]) -> dict | None:
     """A clean package's snapshot: only when every hashed file's digest is cached for its current stat
-    (a file that changed while being hashed is not), so the next run can trust the stat keys alone."""
+    (a file that changed while being hashed is not), so the next run can trust the stat keys alone. Files
+    compared by size only are listed: a later run that must hash one of them does not use the snapshot."""
     if bad or pkg.record_key is None or pkg.source != "pip":
         return None
-    files = []
+    files, unhashed = [], []
     for e in pkg.entries:
-        _status, st, _link = observed[e.path]
+        _status, st, link = observed[e.path]
         key = _key(st)
-        if e.algorithm is not None:
+        if e.path in size_only:
+            unhashed.append([e.path, link])
+        elif e.algorithm is not None:
             hit = cache.get(e.path)
             if not isinstance(hit, list) or hit[:4] != key:
                 return None
         files.append([e.path, *key])
-    return {"record": pkg.record_key, "checked": checked, "skipped": pkg.skipped, "files": files}
+    return {"record": pkg.record_key, "checked": checked, "skipped": pkg.skipped, "files": files,
+            "size_only": unhashed}
 
 
 def gather(host: Host, target: TargetInfo, distributions: tuple[Distribution, ...], *, verify_all: bool = False,
            patterns: Patterns | None = None, save_cache: bool = True,
-           notice: Callable[[str], None] | None = None) -> tuple[tuple[InstallCheck, ...], list[Unknown]]:
-    """Verify the DNN-relevant (or, with ``verify_all``, every) installed package of the target.
+           notice: Callable[[str], None] | None = None,
+           hash_only: frozenset[str] | None = None) -> tuple[tuple[InstallCheck, ...], list[Unknown]]:
+    """Verify the DNN-relevant installed packages of the target: every file by size, and by hash those in
+    ``hash_only`` (None: all) or already hashed before. ``verify_all``: every package and every file
+    hashed again, no cache trusted.
 
     ``save_cache=False`` reads the hash cache but never writes it (``--dry-run`` changes nothing)."""
     unknowns: list[Unknown] = []
     pats = None if verify_all else (patterns or load_patterns())
+    if verify_all:
+        hash_only = None
     cache_file = _cache_path(host, target, create=False)
     files, clean = _load_all(cache_file)
     unchanged: list[InstallCheck] = []
-    packages = _pip_packages(host, target, distributions, pats, unknowns, clean, unchanged)
+    packages = _pip_packages(host, target, distributions, pats, unknowns, {} if verify_all else clean, unchanged,
+                             hash_only)
     packages += _conda_packages(host, target, pats, unknowns)
     if not any(p.entries for p in packages):
         checked = verify(host, packages, None, loaded=({}, {}))
     else:
-        checked = verify(host, packages, cache_file, loaded=(files, clean), notice=notice,
+        checked = verify(host, packages, cache_file, loaded=(files, clean), notice=notice, hash_only=hash_only,
+                         trust_cache=not verify_all,
                          save_to=(lambda: _cache_path(host, target, create=True)) if save_cache else None)
     order = {d.name: i for i, d in enumerate(distributions)}
     results = sorted(unchanged + list(checked), key=lambda c: (c.source != "pip", order.get(c.distribution, 0)))
+    pending = [c for c in results if c.size_only]
+    if pending:  # not proven intact: say so, a size match is not a verified hash
+        unknowns.append(Unknown("sha256 of installed files", f"{sum(c.size_only for c in pending)} files of "
+                                f"{len(pending)} package(s) were compared by size only (the libraries that would "
+                                "load were hashed); fixdnn --verify-all hashes every file once"))
     return tuple(results), unknowns

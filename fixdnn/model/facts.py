@@ -193,6 +193,7 @@ class InstallCheck:
     skipped: int = 0  # entries with nothing to compare (no hash, links, refused paths)
     bad: tuple[BadFile, ...] = ()  # capped; bad_count is the full number
     bad_count: int = 0
+    size_only: int = 0  # of `checked`: compared by size, not yet hashed (the hash is --verify-all's)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def install_corrupted(facts: Facts, compat):
 
     By default only packages that can break a DNN process are checked (frameworks, ``nvidia-*`` and
     ``cuda-*`` wheels, MKL/OpenMP runtimes, NumPy/SciPy: ``rules/compat/integrity.toml``);
-    ``fixdnn --verify-all`` checks every package. Reinstalling the same version restores the files.
+    ``fixdnn --verify-all`` checks every package and hashes every file (a default run hashes the libraries that would load and compares the other files by size). Reinstalling the same version restores the files.
 
     A console script in ``bin/`` whose only change is its ``#!`` line is not counted: relocating an
     environment (``venv-pack``, ``conda-pack``, a ``sed`` in a Dockerfile) rewrites that line in every script,

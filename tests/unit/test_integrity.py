@@ -13,11 +13,12 @@ import os
 
 import pytest
 
-from fixdnn.facts import distributions, dumps, integrity, loads_json
+from fixdnn.facts import distributions, dumps, gather, integrity, loads_json
 from fixdnn.knowledge import compat as compat_mod
 from fixdnn.model.facts import TargetInfo
 from fixdnn.symptoms.registry import diagnose
 from fixdnn.target.host import Host
+from fixdnn.target.interpreter import TargetSpec
 from tests.conftest import run_diagnosis
 from tests.envkit.env import EnvBuilder
 
@@ -362,5 +363,11 @@ def test_a_rewritten_shebang_is_relocation_not_corruption(tmp_path, first_line, 
 def test_a_changed_body_under_the_original_shebang_is_corruption(tmp_path):
     env, script = _numpy_with_a_script(tmp_path)
     script.write_text("#!/build/old-prefix/bin/python3.11\n" + SCRIPT_BODY.replace("main()", "evil()"))
-    facts, symptoms = run_diagnosis(env.python, {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    facts, symptoms = run_diagnosis(env.python, environ)  # same size: a default run compares sizes only
+    assert "install-corrupted" not in {s.name for s in symptoms}
+    assert [c.size_only > 0 for c in facts.integrity if c.distribution == "numpy"] == [True]
+    assert any("--verify-all" in u.reason for u in facts.unknowns)  # and says so: not a verdict of health
+    facts = gather(Host(environ=environ), TargetSpec(python=str(env.python)), verify_all=True)
+    symptoms = diagnose(facts, compat_mod.load())
     assert [s.evidence["distribution"] for s in symptoms if s.name == "install-corrupted"] == ["numpy"]
