@@ -128,6 +128,13 @@ def render_text(report: Report, console, *, verbose: bool = False, quiet: bool =
             say("no deep-learning framework found in this environment")
         if facts.driver:
             say(f"NVIDIA driver {facts.driver.version or '?'} ({facts.driver.source or ''})")
+        for gpu in facts.gpu.gpus if facts.gpu else ():
+            cc = f"compute capability {gpu.compute_capability}" if gpu.compute_capability else "capability unknown"
+            say(f"GPU {gpu.name or gpu.bus_id or '?'}: {cc} ({gpu.cc_source or gpu.source})")
+        for kernels in facts.gpu.kernels if facts.gpu else ():
+            archs = ", ".join(kernels.sass + kernels.ptx)
+            if archs:
+                say(f"{kernels.framework} {kernels.version} has kernels for {archs}")
         if not report.symptoms:
             console.print("[green]healthy:[/green] no problem found")
     for s in shown_symptoms:

@@ -1,8 +1,9 @@
 """The GPU side without running code on a GPU: which GPUs, which user-space driver, which kernels.
 
 * GPUs: ``nvidia-smi --query-gpu=name,compute_cap,driver_version`` when it runs (never under ``--root``:
-  an image's tools would describe this machine), else the kernel's ``/proc/driver/nvidia/gpus/*/
-  information`` (a name only: the capability comes from ``rules/compat/gpu.toml``).
+  an image's tools would describe this machine), else NVML (``libnvidia-ml.so.1`` through ctypes, in a
+  subprocess), else the kernel's ``/proc/driver/nvidia/gpus/*/information`` (a name only: the capability
+  then comes from ``rules/compat/gpu.toml``).
 * ``libcuda.so.1``: the copy the loader model picks (LD_LIBRARY_PATH, ld.so.cache, default dirs), its
   driver version from its file name (``libcuda.so.580.65.06``), and the CUDA version it supports from
   ``cuDriverGetVersion`` in a subprocess (no GPU needed; killed with its process group on a timeout).
@@ -50,6 +51,50 @@ def _which(host: Host, name: str) -> str | None:
         if folder.startswith("/") and host.is_file(path) and _runnable(host, path):
             return path
     return None
+
+
+# NVML through ctypes (what nvidia-ml-py wraps), so no Python package is needed: one line per GPU.
+_NVML = r"""
+import ctypes, sys
+nvml = ctypes.CDLL(sys.argv[1])
+if nvml.nvmlInit_v2() != 0:
+    sys.exit(3)
+count, buf = ctypes.c_uint(0), ctypes.create_string_buffer(96)
+nvml.nvmlSystemGetDriverVersion(buf, 96)
+driver = buf.value.decode()
+nvml.nvmlDeviceGetCount_v2(ctypes.byref(count))
+for i in range(count.value):
+    dev, major, minor = ctypes.c_void_p(), ctypes.c_int(0), ctypes.c_int(0)
+    if nvml.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(dev)) != 0:
+        continue
+    nvml.nvmlDeviceGetName(dev, buf, 96)
+    name = buf.value.decode()
+    rc = nvml.nvmlDeviceGetCudaComputeCapability(dev, ctypes.byref(major), ctypes.byref(minor))
+    print("\t".join([name, f"{major.value}.{minor.value}" if rc == 0 else "", driver]))
+nvml.nvmlShutdown()
+"""
+NVML_SONAME = "libnvidia-ml.so.1"
+
+
+def _nvml(host: Host, env: LoaderEnv, sources: list[str], unknowns: list[Unknown]) -> list[Gpu]:
+    """GPUs from NVML (the library nvidia-smi uses; containers often have it without nvidia-smi)."""
+    if host.root is not None:
+        return []
+    found = resolve(host, NVML_SONAME, (), env).path  # the loader model reads a planted machine's places
+    if found is None:
+        return []
+    res = host.run([sys.executable, "-I", "-c", _NVML, host.on_disk(host.realpath(found))], timeout=PROBE_TIMEOUT,
+                   env={"PATH": host.env("PATH") or "/usr/bin:/bin"})
+    if res.returncode != 0:
+        why = "timed out" if res.timed_out else f"exit {res.returncode}"
+        unknowns.append(Unknown(f"NVML ({found})", why))
+        return []
+    gpus = []
+    for line in res.stdout.splitlines():
+        name, cc, driver = (line.split("\t") + ["", ""])[:3]
+        gpus.append(Gpu(name or None, cc or None, f"NVML {found}", "NVML" if cc else None, None, driver or None))
+    sources.append(f"NVML {found}: {len(gpus)} GPU(s)")
+    return gpus
 
 
 def _glob(host: Host, pattern: str) -> list[str]:
@@ -102,7 +147,7 @@ def _proc_gpus(host: Host, tables, sources: list[str]) -> list[Gpu]:
         name = fields.get("Model")
         known = tables.by_name(name) if tables is not None else None
         gpus.append(Gpu(name, known.cc if known else None, path,
-                        "rules/compat/gpu.toml (by name)" if known else None,
+                        "by name in rules/compat/gpu.toml" if known else None,
                         fields.get("Bus Location") or folder.rsplit("/", 1)[-1]))
     if gpus:
         sources.append(f"{_GPUS}/*/information: {len(gpus)} GPU(s)")
@@ -115,7 +160,7 @@ def _with_table(gpus: list[Gpu], tables) -> list[Gpu]:
     for g in gpus:
         known = tables.by_name(g.name) if g.compute_capability is None and tables is not None else None
         if known is not None:
-            g = Gpu(g.name, known.cc, g.source, "rules/compat/gpu.toml (by name)", g.bus_id, g.driver_version)
+            g = Gpu(g.name, known.cc, g.source, "by name in rules/compat/gpu.toml", g.bus_id, g.driver_version)
         out.append(g)
     return out
 
@@ -214,7 +259,7 @@ def gather(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distribut
            tables, cache: fatbin.Cache | None = None) -> tuple[GpuFacts, list[Unknown]]:
     sources: list[str] = []
     unknowns: list[Unknown] = []
-    gpus = _smi(host, sources, unknowns)
+    gpus = _smi(host, sources, unknowns) or _nvml(host, env, sources, unknowns)
     gpus = _with_table(gpus, tables) if gpus else _proc_gpus(host, tables, sources)
     for g in gpus:
         if g.compute_capability is None:  # no verdict on its kernels: said, never taken as fine

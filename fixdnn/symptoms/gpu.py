@@ -104,7 +104,7 @@ def gpu_no_kernel(facts: Facts, compat):
                 f"{kernels.framework} {kernels.version} has no kernel for {names[0]} ({_sm(cc)}): "
                 f"it carries {_lists(kernels)}",
                 evidence,
-                chain=(f"{names[0]}: compute capability {cc}, from {gpus[0].cc_source or gpus[0].source}",
+                chain=(f"{names[0]}: compute capability {cc} ({gpus[0].cc_source or gpus[0].source})",
                        *(f"{lib.path}: {', '.join(lib.sass + lib.ptx) or 'no kernels'}"
                          for lib in kernels.libraries if lib.entries),
                        f"no SASS for {cc_number(cc) // 10}.x at or below {cc}, no PTX at or below {_sm(cc)}"

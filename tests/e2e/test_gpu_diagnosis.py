@@ -20,7 +20,7 @@ from fixdnn.knowledge import compat as compat_mod
 from fixdnn.symptoms.registry import diagnose, load_rules
 from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
-from tests.envkit.cuda import fatbin_so, libcuda, proc_driver
+from tests.envkit.cuda import fatbin_so, libcuda, nvml, proc_driver
 from tests.envkit.elfkit import build_so
 from tests.envkit.env import EnvBuilder
 
@@ -81,7 +81,7 @@ def test_h100_with_torch_cu130_is_healthy_and_round_trips(tmp_path, environ):
     facts, symptoms = run(root, environ)
     g = facts.gpu
     assert [(x.name, x.compute_capability, x.cc_source) for x in g.gpus] == [
-        ("NVIDIA H100 80GB HBM3", "9.0", "rules/compat/gpu.toml (by name)")]
+        ("NVIDIA H100 80GB HBM3", "9.0", "by name in rules/compat/gpu.toml")]
     assert g.gpus[0].source == "/proc/driver/nvidia/gpus/0000:01:00.0/information"
     assert (g.libcuda.path, g.libcuda.version, g.libcuda.kind) == (f"/{MULTIARCH}/libcuda.so.1", "580.65.06", "driver")
     torch = next(k for k in g.kernels if k.framework == "torch")
@@ -220,6 +220,10 @@ def test_saved_facts_from_a_gpu_machine_diagnose_anywhere(tmp_path, environ):
     out = subprocess.run(FIXDNN + ["--json", "--dry-run", "--offline", "--facts", str(facts_file)], capture_output=True,
                          text=True, env=environ, timeout=120)
     assert "FDN601" in out.stdout and "torch==2.14.1+cu130" in out.stdout, out.stdout + out.stderr
+    human = subprocess.run(FIXDNN + ["--offline", "--facts", str(facts_file)], capture_output=True, text=True,
+                           env=environ, timeout=120)
+    assert "GPU NVIDIA GeForce RTX 5090: compute capability 12.0 (by name in rules/compat/gpu.toml)" in human.stdout
+    assert "torch 2.14.1+cu126 has kernels for sm_80, sm_86, sm_90" in human.stdout
 
 
 # -- without --root: the Host's subprocess door ----------------------------------------------------------
@@ -258,6 +262,16 @@ def test_nvidia_smi_names_gpus_and_capabilities(machine, environ):
         ("NVIDIA H100 80GB HBM3", "9.0", "nvidia-smi", "580.65.06"),
         ("NVIDIA GeForce RTX 5090", "12.0", "nvidia-smi", "580.65.06")]
     assert g.sources[0] == "/usr/local/bin/nvidia-smi: 2 GPU(s)"
+
+
+def test_nvml_names_gpus_when_there_is_no_nvidia_smi(tmp_path, environ):
+    nvml(tmp_path / "drv", (("NVIDIA A100-SXM4-80GB", "8.0"), ("NVIDIA GeForce RTX 5090", "12.0")), "575.57.08")
+    host = Host(environ=environ)
+    env = gpu_facts.LoaderEnv(ld_library_path=(str(tmp_path / "drv"),), default_dirs=())
+    g, unknowns = gpu_facts.gather(host, (), (), env, compat_mod.load().gpu)
+    assert [(x.name, x.compute_capability, x.cc_source, x.driver_version) for x in g.gpus] == [
+        ("NVIDIA A100-SXM4-80GB", "8.0", "NVML", "575.57.08"), ("NVIDIA GeForce RTX 5090", "12.0", "NVML", "575.57.08")]
+    assert g.gpus[0].source == f"NVML {tmp_path / 'drv'}/libnvidia-ml.so.1"
 
 
 def test_nvidia_smi_is_not_run_under_root(tmp_path, environ):

@@ -122,3 +122,26 @@ def proc_driver(root: str | os.PathLike, version: str = "580.65.06",
     sys_mod = root / "sys/module/nvidia"
     sys_mod.mkdir(parents=True, exist_ok=True)
     (sys_mod / "version").write_text(version + "\n")
+
+
+_NVML = r"""
+#include <string.h>
+static const char *names[] = {%(names)s};
+static const int ccs[][2] = {%(ccs)s};
+int nvmlInit_v2(void) { return 0; }
+int nvmlShutdown(void) { return 0; }
+int nvmlSystemGetDriverVersion(char *buf, unsigned n) { strncpy(buf, "%(driver)s", n); return 0; }
+int nvmlDeviceGetCount_v2(unsigned *count) { *count = %(count)d; return 0; }
+int nvmlDeviceGetHandleByIndex_v2(unsigned i, void **dev) { *dev = (void *)(long)(i + 1); return 0; }
+int nvmlDeviceGetName(void *dev, char *buf, unsigned n) { strncpy(buf, names[(long)dev - 1], n); return 0; }
+int nvmlDeviceGetCudaComputeCapability(void *dev, int *major, int *minor) {
+    *major = ccs[(long)dev - 1][0]; *minor = ccs[(long)dev - 1][1]; return 0; }
+"""
+
+
+def nvml(folder: str | os.PathLike, gpus: tuple[tuple[str, str], ...], driver: str = "580.65.06") -> Path:
+    """A stand-in libnvidia-ml.so.1 answering the NVML calls fixdnn makes for ``gpus`` ((name, "9.0"), ...)."""
+    source = _NVML % {"names": ", ".join(f'"{n}"' for n, _ in gpus),
+                      "ccs": ", ".join("{%s, %s}" % tuple(cc.split(".")) for _, cc in gpus),
+                      "driver": driver, "count": len(gpus)}
+    return build_so(Path(folder) / "libnvidia-ml.so.1", "libnvidia-ml.so.1", c_source=source)
