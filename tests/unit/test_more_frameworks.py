@@ -161,3 +161,14 @@ def test_cupy_optional_cudnn_is_named_but_never_a_symptom(tmp_path, environ):
     assert any("cupy.nccl needs libnccl.so.2" in n for n in cupy.notes)
     assert not [n for n in cupy.notes if "cublas" in n]  # not an optional library
     assert [s for s in symptoms if s.evidence.get("framework") == "cupy" and s.name.startswith("cudnn")] == []
+
+
+def test_the_ort_provider_load_failure_is_explained_as_a_missing_cudnn():
+    """The message users see (microsoft/onnxruntime#25609) maps to the symptoms fixdnn now finds for ORT."""
+    from fixdnn.probes.explain import match_text
+    from fixdnn.symptoms.registry import load_rules
+
+    text = ("[ONNXRuntimeError] : 1 : FAIL : Failed to load library libonnxruntime_providers_cuda.so with error: "
+            "libcudnn.so.9: cannot open shared object file: No such file or directory")
+    [m] = match_text(text, load_rules(include_user=False).errors)
+    assert "onnxruntime" in m.signature.frameworks and "cudnn-not-on-search-path" in m.signature.symptoms
