@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,20 +24,27 @@ from fixdnn.repair.transaction import rollback
 from fixdnn.shell.envfile import EnvFile, EnvOp
 from fixdnn.shell.kernelspec import render
 from fixdnn.target.host import Host
-from tests.e2e.test_apply_kit import CACHE, ROOT, tree
+from tests.e2e.test_apply_kit import CACHE, ROOT, _building, tree
 from tests.envkit import stubs
 from tests.envkit.env import EnvBuilder
 
-JUPYTER = CACHE / f"jupyter-py{sys.version_info.major}.{sys.version_info.minor}"
+# Not keyed by the apply kit's source (CACHE is): only the Python version decides what pip installs here.
+JUPYTER = CACHE.parent / f"jupyter-py{sys.version_info.major}.{sys.version_info.minor}"
 
 
 @pytest.fixture(scope="session")
 def jupyter_site() -> Path:
-    if not (JUPYTER / "ipykernel_launcher.py").is_file():
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(JUPYTER),
-                               "ipykernel", "jupyter_client"], capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0 or not (JUPYTER / "ipykernel_launcher.py").is_file():
-            pytest.skip(f"ipykernel cannot be installed from this machine's pip configuration: {proc.stderr[-300:]}")
+    with _building("jupyter"):  # one installer at a time (xdist workers, other checkouts)
+        if not (JUPYTER / "ipykernel_launcher.py").is_file():
+            staging = JUPYTER.with_name(f"{JUPYTER.name}.partial-{os.getpid()}")
+            proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(staging),
+                                   "ipykernel", "jupyter_client"], capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0 or not (staging / "ipykernel_launcher.py").is_file():
+                shutil.rmtree(staging, ignore_errors=True)
+                pytest.skip(f"ipykernel cannot be installed with this machine's pip configuration: "
+                            f"{proc.stderr[-300:]}")
+            shutil.rmtree(JUPYTER, ignore_errors=True)
+            os.rename(staging, JUPYTER)  # complete or absent, never half there
     return JUPYTER
 
 
@@ -175,3 +183,23 @@ def test_verify_checks_plain_python_and_each_kernel(world):
     assert any(s.startswith("plain env/bin/python, no activation: torch: import torch failed") for s in errors)
     assert len(errors) == 1, errors
     assert "kernel fx-user" in "\n".join(out["passed"])
+
+
+def test_cli_plan_names_kernelspecs_outside_the_environment_then_applies_to_them(world):
+    env, lib, environ, (inside, user, other) = world
+    environ = {**environ, "CUDNN_PATH": str(lib.parent), "FIXDNN_STATE_DIR": os.environ["FIXDNN_STATE_DIR"]}
+    cli = [str(ROOT / ".venv/bin/fixdnn"), "--python", str(env.python), "--offline"]
+    dry = json.loads(subprocess.run(cli + ["--dry-run", "--json"], env=environ, capture_output=True, text=True,
+                                    timeout=300).stdout)["plan"]
+    assert [a["kind"] for a in dry["actions"]][:2] == ["path-prepend", "preload"], dry["actions"]
+    assert {k["name"]: k["inside"] for k in dry["kernelspecs"]} == {"fx-user": False, "fx-env": True}
+    assert any(n.startswith(f"outside the environment: kernelspec {user}") for n in dry["notes"])
+    assert any(f["path"] == str(user) for f in dry["files"])  # the kernel.json diff is shown, not written
+    assert "env" not in json.loads(user.read_text()) and "env" not in json.loads(other.read_text())
+
+    run = subprocess.run(cli + ["apply", "--yes"], env=environ, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"kernelspec fx-user: {user} gets the variables in its 'env' (OUTSIDE the environment" in run.stdout
+    assert "in-process: not reached: LD_LIBRARY_PATH is read by the dynamic loader" in run.stdout
+    assert json.loads(user.read_text())["env"] == {"LD_LIBRARY_PATH": str(lib)}
+    assert "env" not in json.loads(other.read_text())  # runs another interpreter: never touched
