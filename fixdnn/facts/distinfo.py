@@ -53,7 +53,8 @@ def parse_headers(text: str) -> dict[str, list[str]]:
     A line split: the stdlib's ``email`` parser costs ~15x more and every distribution pays it."""
     out: dict[str, list[str]] = {}
     last: list[str] | None = None
-    for line in text.split("\n"):
+    end = text.find("\n\n")  # the body (a long description) is never split into lines
+    for line in (text if end < 0 else text[:end]).split("\n"):
         line = line.rstrip("\r")
         if not line:
             break

@@ -80,7 +80,7 @@ def _shared_objects(host: Host, dist: Distribution) -> list[str] | HostError:
         return exc
     except distinfo.DistInfoError as exc:
         return HostError(dist.record, str(exc))
-    rows = [row[0] for _n, row, _e in distinfo.record_rows(text) if row and ".so" in row[0]]
+    rows = [row[0] for _n, row, _e in distinfo.record_rows(text) if row and ".so" in row[0]] if ".so" in text else []
     _SO_CACHE[key] = rows
     return rows
 

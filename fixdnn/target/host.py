@@ -183,8 +183,14 @@ class Host:
     def read_bytes(self, path: str, limit: int = 4 << 20) -> bytes:
         target = self.on_disk(path)
         try:
-            with open(target, "rb") as fh:
-                return fh.read(limit)
+            with open(target, "rb", buffering=0) as fh:
+                # read(limit) allocates ``limit`` bytes up front (64 MiB for a RECORD): ask for the file's
+                # size instead, then for whatever a growing or size-less file (/proc) still holds
+                size = os.fstat(fh.fileno()).st_size
+                data = fh.read(min(limit, size + 1)) if size else b""
+                if len(data) < limit and (not size or len(data) > size):
+                    data += fh.read(limit - len(data)) or b""
+                return data
         except (OSError, ValueError) as exc:
             raise HostError(path, _reason(exc) if isinstance(exc, OSError) else str(exc)) from None
 
