@@ -252,3 +252,15 @@ def test_a_rules_folder_fixdnn_would_ignore_is_an_error(tmp_path, environ):
                            f"remedies/*.toml and/or errors.toml (move bad.toml to {rules}/remedies/bad.toml?)\n")
     later = fixdnn(["explain", "--rules", str(rules), "--json", "OMP: Error #15"], environ)
     assert later.returncode == 2 and "nothing fixdnn recognises" in later.stderr
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
+def test_fish_completion(tmp_path, environ):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "fixdnn").write_text(f"#!/bin/sh\nexec {sys.executable} -m fixdnn \"$@\"\n")
+    (bindir / "fixdnn").chmod(0o755)
+    probe = 'fixdnn completion fish | source; complete -C "fixdnn ver"; complete -C "fixdnn history --js"'
+    out = subprocess.run(["fish", "--no-config", "-c", probe], capture_output=True, text=True, timeout=60,
+                         env={**environ, "PATH": f"{bindir}:{environ['PATH']}"})
+    assert [line.split("\t")[0] for line in out.stdout.splitlines()] == ["verify", "--json"], out.stderr
