@@ -70,6 +70,19 @@ def env_dir(prefix: str, root: str | os.PathLike | None = None, *, environ: Mapp
     return folder
 
 
+
+def target_file(host, target, name: str, create: bool) -> Path | None:
+    """``name`` in the state folder of a diagnosed environment (``host``: its Host, ``target``: its
+    TargetInfo; an environment without a prefix is keyed by its site dirs). None when there is no
+    environment to key it by, or no folder (a cache that cannot be kept only costs time)."""
+    key = target.prefix or "\n".join(target.site_dirs)
+    if not key:
+        return None
+    try:
+        return env_dir(key, host.root, environ=host.environ, create=create) / name
+    except OSError:
+        return None
+
 def target_of(folder: Path) -> dict | None:
     """``{"root", "prefix"}`` recorded for a per-environment folder, or None when unreadable."""
     try:

@@ -119,28 +119,16 @@ def _cpu_side(host, target, dists, env) -> dict:
     return {"cpu": facts, "conda_packages": records.packages, "unknowns": list(records.unknowns) + list(more)}
 
 
-def _cache_file(host, target, name: str, create: bool):
-    """``name`` in the environment's state folder; None when there is no environment or no folder."""
-    from fixdnn.base import state
-
-    key = target.prefix or "\n".join(target.site_dirs)
-    if not key:
-        return None
-    try:
-        return state.env_dir(key, host.root, environ=host.environ, create=create) / name
-    except OSError:
-        return None
-
-
 def _gpu_side(host, target, fws, dists, env, compat, save_cache: bool):
     """GPUs, the user-space driver and the frameworks' compiled kernels (issue 18); fat binaries are
     read once per file identity, then from the cache in fixdnn's state folder."""
+    from fixdnn.base.state import target_file
     from fixdnn.facts import fatbin, gpu
 
-    cache = fatbin.Cache(_cache_file(host, target, fatbin.CACHE_NAME, False))
+    cache = fatbin.Cache(target_file(host, target, fatbin.CACHE_NAME, False))
     facts, unknowns = gpu.gather(host, fws, dists, env, compat.gpu, cache)
     if save_cache and cache.dirty:
-        cache.path = _cache_file(host, target, fatbin.CACHE_NAME, True)
+        cache.path = target_file(host, target, fatbin.CACHE_NAME, True)
         cache.save()
     return facts, unknowns
 
@@ -148,11 +136,12 @@ def _gpu_side(host, target, fws, dists, env, compat, save_cache: bool):
 def _links(host, target, fws, outcomes, env, dists, compat, save_cache: bool):
     """Symbol versions of the bindings between DNN / CUDA libraries, each checked once per file identity."""
     from fixdnn.base.filecache import FileCache
+    from fixdnn.base.state import target_file
     from fixdnn.facts import links
 
-    cache = FileCache(_cache_file(host, target, links.CACHE_NAME, False), links.CACHE_SCHEMA)
+    cache = FileCache(target_file(host, target, links.CACHE_NAME, False), links.CACHE_SCHEMA)
     found = links.gather(host, fws, outcomes, env, dists, cache, sys_path=target.sys_path, compat=compat)
     if save_cache and cache.dirty:
-        cache.path = _cache_file(host, target, links.CACHE_NAME, True)
+        cache.path = target_file(host, target, links.CACHE_NAME, True)
         cache.save()
     return found

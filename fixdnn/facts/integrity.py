@@ -367,15 +367,9 @@ def save_cache(path: Path, files: dict[str, list], clean: dict[str, dict] | None
 
 
 def _cache_path(host: Host, target: TargetInfo, create: bool) -> Path | None:
-    from fixdnn.base import state
+    from fixdnn.base.state import target_file
 
-    key = target.prefix or "\n".join(target.site_dirs)
-    if not key:
-        return None
-    try:
-        return state.env_dir(key, host.root, environ=host.environ, create=create) / CACHE_NAME
-    except OSError:
-        return None
+    return target_file(host, target, CACHE_NAME, create)
 
 
 # -- hashing -------------------------------------------------------------------------------------------
