@@ -47,6 +47,7 @@ class FileCache:
         """The stored answer for ``key`` when it was made from files of this identity, else None."""
         memo = _MEMO.get(self._memo_key(key))
         if memo is not None and memo[0] == ident:
+            self.put(key, ident, memo[1])  # learnt earlier in this process, maybe by a run that saved nothing
             return memo[1]
         hit = self.entries.get(key)
         if isinstance(hit, list) and len(hit) == 2 and hit[0] == ident:

@@ -7,18 +7,19 @@ folder on ``LD_LIBRARY_PATH``, nothing preloaded) and calls ``cudnnGetVersion()`
 ``cudaRuntimeGetVersion()``; neither needs a GPU or a driver. A copy that aborts, hangs (the subprocess is
 killed after a few seconds) or lacks the symbol stays unknown, and the symptoms say so.
 
-Answers are cached by file identity (device, inode, size, mtime, ctime) in fixdnn's state folder, so each
-file is asked once. Files of a ``--root`` image are never run: their code is not this machine's to execute.
+Answers are cached by file identity (:mod:`fixdnn.base.filecache`) in fixdnn's state folder, so each file
+is asked once. Files of a ``--root`` image are never run: their code is not this machine's to execute.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from fixdnn.base.filecache import FileCache, identity
 from fixdnn.model.facts import LibraryCopy, Unknown
 from fixdnn.target.host import Host, HostError
 
@@ -78,38 +79,10 @@ def ask(host: Host, copy: LibraryCopy) -> tuple[str | None, str]:
     return version, f"{function}() = {last}"
 
 
-def _identity(host: Host, path: str) -> list[int] | None:
-    try:
-        st = host.stat(path)
-    except HostError:
-        return None
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
 def _cache_path(host: Host) -> Path:
     from fixdnn.base.state import state_dir
 
     return state_dir(host.environ) / CACHE_NAME
-
-
-def _load(path: Path) -> dict[str, list]:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(data, dict) or data.get("schema") != CACHE_SCHEMA or not isinstance(data.get("files"), dict):
-        return {}
-    return data["files"]
-
-
-def _save(path: Path, files: dict[str, list]) -> None:
-    from fixdnn.base.atomic import write_atomic
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomic(path, json.dumps({"schema": CACHE_SCHEMA, "files": files}, ensure_ascii=False).encode())
-    except OSError:
-        pass  # a cache that cannot be written only costs a subprocess next time
 
 
 def fill(host: Host, copies: tuple[LibraryCopy, ...], *, save_cache: bool = True,
@@ -122,23 +95,26 @@ def fill(host: Host, copies: tuple[LibraryCopy, ...], *, save_cache: bool = True
     if host.root is not None:
         return copies, [Unknown(f"version of {c.path}", "not known from a header, a package record or its file "
                                 "name, and files of a --root image are not run") for c in wanted]
-    cache_file = _cache_path(host)
-    cache = _load(cache_file)
-    changed = False
+    cache = FileCache(_cache_path(host), CACHE_SCHEMA)
     learnt: dict[str, tuple[str | None, str]] = {}
     for copy in wanted:
-        ident = _identity(host, copy.realpath)
-        key = f"{ident[0]}:{ident[1]}" if ident else None
-        hit = cache.get(key) if key else None
-        if isinstance(hit, list) and len(hit) == 5 and hit[:3] == ident[2:]:
-            learnt[copy.realpath] = (hit[3], hit[4])
+        try:
+            ident = identity(host.stat(copy.realpath))
+        except HostError:
+            ident = None
+        hit = cache.get(copy.realpath, ident) if ident else None
+        if isinstance(hit, list) and len(hit) == 2:
+            learnt[copy.realpath] = (hit[0], hit[1])
             continue
         learnt[copy.realpath] = answer = ask(host, copy)
-        if key is not None and _identity(host, copy.realpath) == ident:  # unchanged while it was asked
-            cache[key] = ident[2:] + list(answer)
-            changed = True
-    if changed and save_cache:
-        _save(cache_file, cache)
+        try:
+            unchanged = ident is not None and identity(host.stat(copy.realpath)) == ident
+        except HostError:
+            unchanged = False
+        if unchanged:  # the file did not change while it was asked
+            cache.put(copy.realpath, ident, list(answer))
+    if save_cache:
+        cache.save()
     out, unknowns = [], []
     for copy in copies:
         if copy.realpath not in learnt:
@@ -154,10 +130,13 @@ def fill(host: Host, copies: tuple[LibraryCopy, ...], *, save_cache: bool = True
 
 
 def how_to_check(copy: LibraryCopy) -> str:
-    """The command a person runs to read the version by hand (shown when fixdnn could not)."""
+    """The command a person runs to read the version by hand (shown when fixdnn could not); every value
+    quoted for a POSIX shell."""
     function = FUNCTIONS.get(copy.family, "cudnnGetVersion")
     if function == "cudnnGetVersion":
-        call = f"ctypes.CDLL({copy.realpath!r}).cudnnGetVersion()"
-        return f"LD_LIBRARY_PATH={os.path.dirname(copy.realpath)} python -c \"import ctypes; print({call})\""
-    return (f"python -c \"import ctypes; v = ctypes.c_int(); ctypes.CDLL({copy.realpath!r})"
-            f".cudaRuntimeGetVersion(ctypes.byref(v)); print(v.value)\"")
+        program = f"import ctypes; print(ctypes.CDLL({copy.realpath!r}).cudnnGetVersion())"
+        folder = shlex.quote(os.path.dirname(copy.realpath) or "/")
+        return f"LD_LIBRARY_PATH={folder} python -c {shlex.quote(program)}"
+    program = (f"import ctypes; v = ctypes.c_int(); ctypes.CDLL({copy.realpath!r})"
+               ".cudaRuntimeGetVersion(ctypes.byref(v)); print(v.value)")
+    return f"python -c {shlex.quote(program)}"

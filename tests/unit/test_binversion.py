@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -120,3 +122,13 @@ def test_files_of_a_root_image_are_never_run(tmp_path, environ):
     out, unknowns = binversion.fill(Host(root=tmp_path / "image", environ=environ), (copy,),
                                     ask=lambda h, c: pytest.fail("ran a file of a --root image"))
     assert out[0].version == "9" and "--root" in unknowns[0].reason
+
+
+def test_the_command_to_read_it_by_hand_survives_a_hostile_path(tmp_path):
+    lib = bare_cudnn(tmp_path / "it's a \"$HOME\" `x` dir", "9.13.0.50")
+    path = str(lib / "libcudnn.so.9")
+    copy = LibraryCopy("cudnn", path, path, "libcudnn.so.9", "9", None, None)
+    command = binversion.how_to_check(copy)
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                          env={"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"})
+    assert proc.stdout.strip() == "91300", (command, proc.stderr)
