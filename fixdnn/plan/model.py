@@ -13,6 +13,9 @@ An action's effects are known without running it:
   distribution is intact afterwards. ``name[extra]==v`` installs the extra's exact pins of the installed
   ``name``. A pin that is already installed and intact changes nothing (pip says "already satisfied");
 * ``pip-uninstall`` removes a distribution and the library files it owns;
+* the GPU side: after an ``LD_LIBRARY_PATH`` change ``libcuda.so.1`` is looked up again among the copies the
+  facts saw; a torch CUDA variant (``torch==2.14.1+cu130``) carries the architectures of its build
+  (``[[torch_build]]`` in ``rules/compat/gpu.toml``) and its CUDA version;
 * ``preload`` (the in-process copy of an env step, for processes that never ran the activation scripts)
   changes nothing the facts see: they model an activated shell, where the paired env step acts.
 
@@ -31,8 +34,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from fixdnn.model.actions import Action
-from fixdnn.model.facts import (Distribution, Facts, InstallCheck, LibraryCopy, LoaderStep, LoadOutcome, PathEntry,
-                                Resolution)
+from fixdnn.model.facts import (Distribution, Facts, InstallCheck, KernelImages, LibCuda, LibraryCopy, LoaderStep,
+                                LoadOutcome, PathEntry, Resolution)
 
 # Folder of each family inside an nvidia wheel (as the facts stage and torch's preload name them).
 _WHEEL_FOLDER = {"cudnn": "cudnn", "cublas": "cublas", "cublasLt": "cublas", "cudart": "cuda_runtime",
@@ -242,7 +245,47 @@ def _path_entries(facts: Facts, variable: str, values: list[str], known: dict[st
 
 
 def _dirs_with_copies(facts: Facts) -> set[str]:
-    return {posixpath.dirname(p) for c in facts.libraries for p in (c.path, c.realpath, *c.aliases)}
+    return {posixpath.dirname(p) for c in facts.libraries for p in (c.path, c.realpath, *c.aliases)} | \
+        {posixpath.dirname(c.path) for c in _libcudas(facts)}
+
+
+# -- the GPU side: which libcuda.so.1 loads, which kernels a torch variant carries ---------------------------
+def _libcudas(facts: Facts) -> list[LibCuda]:
+    gpu = facts.gpu
+    return ([gpu.libcuda] if gpu and gpu.libcuda else []) + list(gpu.libcuda_copies if gpu else ())
+
+
+def _libcuda_after(facts: Facts) -> Facts:
+    """libcuda.so.1 after an LD_LIBRARY_PATH change: the first known copy in an LD_LIBRARY_PATH directory,
+    else the first one the loader reaches on its own (the loader cache, the default directories)."""
+    copies = _libcudas(facts)
+    if not copies:
+        return facts
+    picked = None
+    for d in _ld_dirs(facts):
+        picked = next((c for c in copies if posixpath.dirname(c.path) == d), None)
+        if picked is not None:
+            picked = replace(picked, found_in=f"LD_LIBRARY_PATH {d} (in the model)")
+            break
+    if picked is None:
+        picked = next((c for c in copies if not (c.found_in or "").startswith(("LD_LIBRARY_PATH", "WSL2",
+                                                                                  "cuda-compat"))), None)
+    others = tuple(c for c in copies if picked is None or c.realpath != picked.realpath)
+    return replace(facts, gpu=replace(facts.gpu, libcuda=picked, libcuda_copies=others))
+
+
+def _torch_variant(facts: Facts, version: str, compat) -> Facts:
+    """A torch CUDA variant (``2.14.1+cu130``) carries its build's architectures (rules/compat/gpu.toml)."""
+    tables = compat.gpu
+    local = version.partition("+")[2]
+    build = next((b for b in tables.torch_builds if b.local == local), None) if tables and local else None
+    if facts.gpu is None or build is None:
+        raise Unmodelled(f"the kernels of torch=={version} are not in rules/compat/gpu.toml")
+    kernels = tuple(replace(k, version=version, libraries=(KernelImages("(modelled)", build.sass, build.ptx,
+                                                                          entries=1, containers=1),))
+                    if k.framework == "torch" else k for k in facts.gpu.kernels)
+    fws = tuple(replace(f, version=version, cuda=build.cuda) if f.name == "torch" else f for f in facts.frameworks)
+    return replace(facts, frameworks=fws, gpu=replace(facts.gpu, kernels=kernels))
 
 
 def _path_change(facts: Facts, a: Action) -> Facts:
@@ -260,6 +303,8 @@ def _path_change(facts: Facts, a: Action) -> Facts:
         known = {d: True for d in _dirs_with_copies(facts)} if name == "LD_LIBRARY_PATH" else \
             {p: True for c in facts.libraries for p in (c.path, *c.aliases)}
         after = _path_entries(after, name, parts, known)
+        if name == "LD_LIBRARY_PATH" and after.gpu is not None:
+            after = _libcuda_after(after)
     if name == "PYTHONPATH" and a.kind == "path-remove":
         after = _drop_sys_path(after, lambda entry, origin: origin == "pythonpath"
                                and (entry.rstrip("/") or "/") == value)
@@ -350,7 +395,10 @@ def _install_one(facts: Facts, name: str, version: str, force: bool, compat) -> 
     checks = tuple(c for c in facts.integrity if c.distribution != name)
     if any(c.distribution == name for c in facts.integrity):
         checks += (InstallCheck(name, version, "pip", dist.metadata_dir),)
-    return replace(facts, distributions=dists, libraries=tuple(libs), integrity=checks), True
+    after = replace(facts, distributions=dists, libraries=tuple(libs), integrity=checks)
+    if name == "torch" and facts.gpu is not None and facts.gpu.kernels:
+        after = _torch_variant(after, version, compat)
+    return after, True
 
 
 def _extra_pins(facts: Facts, dist_name: str, extra: str) -> list[tuple[str, str]]:

@@ -147,10 +147,43 @@ def _integrity_facts(ev: dict, ctx: dict) -> Facts:
     return Facts(_target([(SITE, "site")]), (dist,), integrity=(check,))
 
 
+def _gpu_facts(ev: dict, ctx: dict) -> Facts:
+    """A GPU machine shape from a GPU case: the GPU, the driver and its libcuda, torch and its kernels."""
+    from fixdnn.model.facts import Driver, FrameworkKernels, Gpu, GpuFacts, KernelImages, LibCuda
+
+    kernel = ev.get("kernel") or (ev.get("fix") or {}).get("driver_minimum") or "580.65.06"
+    driver_lib = LibCuda("/usr/lib/x86_64-linux-gnu/libcuda.so.1", f"/usr/lib/x86_64-linux-gnu/libcuda.so.{kernel}",
+                         "driver", kernel, "file name", found_in="default directory /usr/lib/x86_64-linux-gnu")
+    env: dict[str, str] = {}
+    if "wsl_lib" in ev:  # WSL2: no kernel module; the Windows driver's library is in /usr/lib/wsl/lib
+        wsl = LibCuda(f"{ev['wsl_lib']}/libcuda.so.1", f"{ev['wsl_lib']}/libcuda.so.1", "wsl",
+                      found_in="WSL2 driver folder")
+        gpu = GpuFacts(libcuda=driver_lib if ev.get("picked") else None, libcuda_copies=(wsl,), wsl=True)
+        return Facts(_target([(SITE, "site")]), gpu=gpu)
+    if "compat_version" in ev:  # a cuda-compat libcuda.so.1 reached through LD_LIBRARY_PATH
+        env["LD_LIBRARY_PATH"] = ev["directory"]
+        compat = LibCuda(ev["libcuda"], f"{ev['directory']}/libcuda.so.{ev['compat_version']}", "compat",
+                         ev["compat_version"], "file name", found_in="LD_LIBRARY_PATH[0]")
+        gpu = GpuFacts(gpus=(Gpu("NVIDIA GeForce RTX 4090", "8.9", "nvidia-smi", "nvidia-smi"),), libcuda=compat,
+                       libcuda_copies=(driver_lib,))
+        return Facts(_target([(SITE, "site")]), driver=Driver(kernel, "/proc/driver/nvidia/version"), env=env, gpu=gpu)
+    version = ev["version"]
+    dist = Distribution("torch", "torch", version, SITE, f"{SITE}/torch-{version}.dist-info")
+    fw = Framework("torch", "torch", version, True, cuda="12.6" if "cu126" in version else "13.0")
+    lib = KernelImages(f"{SITE}/torch/lib/libtorch_cuda.so", tuple(ev.get("sass", ())), tuple(ev.get("ptx", ())),
+                       ev.get("ptx_isa") or ("9.0" if ev.get("ptx") else None), 10, containers=2)
+    gpu = GpuFacts(gpus=(Gpu(ev["gpu"], ev["cc"], "nvidia-smi", "nvidia-smi"),), libcuda=driver_lib,
+                   kernels=(FrameworkKernels("torch", version, (lib,)),))
+    return Facts(_target([(SITE, "site")]), (dist,), (fw,), driver=Driver(kernel, "/proc/driver/nvidia/version"),
+                 gpu=gpu)
+
+
 SYNTH = {"kmp-duplicate-lib-ok": _env_facts, "thread-env-invalid": _env_facts,
          "ld-library-path-missing-dir": _path_facts, "install-corrupted": _integrity_facts}
 SYNTH.update({name: _cudnn_facts for name in ("cudnn-missing", "cudnn-version-mismatch", "cudnn-pin-mismatch",
                                                "cudnn-shadowed", "cudnn-incomplete", "cudnn-not-on-search-path")})
+SYNTH.update({name: _gpu_facts for name in ("gpu-no-kernel", "gpu-ptx-only", "wsl-libcuda-shadowed",
+                                             "cuda-compat-libcuda")})
 CASES = [(r, n, c) for r in RULES.remedies for n, c in enumerate(r.cases) if c.expect]
 
 
