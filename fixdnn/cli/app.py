@@ -166,7 +166,7 @@ def main(
     root: Optional[str] = typer.Option(None, "--root", metavar="DIR", help="Treat DIR as / (a mounted image, a test tree)."),
     json_out: bool = typer.Option(False, "--json", help="Print one versioned JSON object instead of text."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only problems (and errors); no progress."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show every loader step, not only the deciding ones."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show everything: every loader step, a probe's whole output."),
     facts_file: Optional[str] = typer.Option(None, "--facts", metavar="FILE",
                                              help="Diagnose a facts file saved with 'fixdnn facts'."),
     version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
@@ -636,23 +636,29 @@ def verify_command(
         _emit_json(result.to_dict())
         raise typer.Exit(result.exit_code)
     out = sys.stdout
-    out.write(f"verify {result.python}\n")
-    if facts_value.target.chosen_because:
-        out.write(f"  (chosen because: {facts_value.target.chosen_because})\n")
-    for line in result.passed:
-        out.write(f"  ok    {line}\n")
+    quiet, verbose = bool(opts.get("quiet")), bool(opts.get("verbose"))
+    if not quiet:
+        out.write(f"verify {result.python}\n")
+        if facts_value.target.chosen_because:
+            out.write(f"  (chosen because: {facts_value.target.chosen_because})\n")
+        for line in result.passed:
+            out.write(f"  ok    {line}\n")
     for f in sorted(result.findings, key=lambda f: {"error": 0, "warning": 1, "info": 2}[f.severity]):
+        if quiet and f.severity == "info":
+            continue
         out.write(f"  {f.severity:<5} {f.name}: {f.summary}\n")
-        if f.output and f.severity != "info":
-            for line in f.output.strip().splitlines()[-6:]:
+        if f.output and f.severity != "info" and not quiet:
+            # the probe's own output: its last lines, or all of it with -v
+            lines = f.output.strip().splitlines()
+            for line in lines if verbose else lines[-6:]:
                 out.write(f"        | {line}\n")
     for soname, trace in result.traces.items():
         out.write(f"loader trace for {soname} (LD_DEBUG=libs):\n")
         for line in trace.splitlines():
             out.write(f"  {line}\n")
-    if not result.passed and not result.findings:
+    if not result.passed and not result.findings and not quiet:
         out.write("  nothing to probe: no cuDNN copy and no framework found\n")
-    if result.exit_code and not loader_trace:
+    if result.exit_code and not loader_trace and not quiet:
         out.write("fixdnn verify --loader-trace shows where the loader searched\n")
     raise typer.Exit(result.exit_code)
 
@@ -729,17 +735,18 @@ _COMPLETE_VAR = "_FIXDNN_COMPLETE"
 # do (fixdnn verify --python PATH). Keys are click parameter names; _OBJ_KEY renames the odd one.
 _TARGET = ("python", "prefix", "root")
 _OUTPUT = ("json_out", "quiet", "verbose")
+# -q / -v only where they change something: the diagnosis, verify; -q also silences progress.
 _COMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
     "facts": _TARGET + ("quiet", "verify_all", "lock"),
     "symptoms": ("json_out",),
-    "lock": _TARGET + _OUTPUT,
-    "env": _TARGET + _OUTPUT,
-    "apply": ("python", "prefix") + _OUTPUT + ("offline", "rules", "verify_all", "use", "skip"),
-    "rollback": ("python", "prefix") + _OUTPUT,
-    "history": ("python", "prefix") + _OUTPUT,
-    "explain": _TARGET + _OUTPUT + ("facts_file", "rules", "offline", "verify_all"),
+    "lock": _TARGET + ("json_out", "quiet"),
+    "env": _TARGET + ("json_out",),
+    "apply": ("python", "prefix", "json_out", "quiet", "offline", "rules", "verify_all"),
+    "rollback": ("python", "prefix", "json_out"),
+    "history": ("python", "prefix", "json_out"),
+    "explain": _TARGET + ("json_out", "quiet", "facts_file", "rules", "offline", "verify_all"),
     "verify": ("python", "prefix") + _OUTPUT + ("verify_all",),
-    "run": ("python", "prefix", "quiet", "verbose"),
+    "run": ("python", "prefix"),
 }
 _OBJ_KEY = {"json_out": "json"}
 

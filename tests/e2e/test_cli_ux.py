@@ -264,3 +264,24 @@ def test_fish_completion(tmp_path, environ):
     out = subprocess.run(["fish", "--no-config", "-c", probe], capture_output=True, text=True, timeout=60,
                          env={**environ, "PATH": f"{bindir}:{environ['PATH']}"})
     assert [line.split("\t")[0] for line in out.stdout.splitlines()] == ["verify", "--json"], out.stderr
+
+
+def test_verify_quiet_and_verbose(tmp_path, environ):
+    from tests.envkit import stubs
+
+    env = stubs.torch_env(EnvBuilder(tmp_path / "venv"))
+    (env.cudnn_lib / "libcudnn_graph.so.9").unlink()
+    args = ["verify", "--python", str(env.python)]
+    data = json.loads(fixdnn(args + ["--json"], environ).stdout)
+    failed = [f for f in data["findings"] if f["severity"] == "error" and f["output"].strip()]
+    assert failed, data
+    quiet = fixdnn(args + ["-q"], environ)
+    assert quiet.returncode == 1
+    assert quiet.stdout.splitlines() == [f"  {f['severity']:<5} {f['name']}: {f['summary']}"
+                                         for f in data["findings"] if f["severity"] != "info"]
+    normal = fixdnn(args, environ).stdout
+    verbose = fixdnn(args + ["-v"], environ).stdout
+    for f in failed:
+        lines = f["output"].strip().splitlines()
+        assert all(f"        | {line}" in verbose for line in lines)
+        assert sum(f"        | {line}" in normal for line in lines) == min(len(lines), 6)
