@@ -75,6 +75,30 @@ def compat_page() -> str:
         req = ", ".join(f"`lib{n}.so.{major}`" for n in required)
         opt = ", ".join(f"`lib{n}.so.{major}`" for n in optional) or "none"
         out.append(f"- cuDNN {major}: {req}; optional: {opt}\n")
+    if c.gpu is not None:
+        out.append(_gpu_tables(c.gpu))
+    return "".join(out)
+
+
+def _gpu_tables(g) -> str:
+    """rules/compat/gpu.toml: the torch variants' architectures, PTX ISA -> CUDA, CUDA -> driver, GPU names."""
+    out = ["\n## PyTorch CUDA variants: compiled architectures\n\n"
+           "| variant | CUDA | releases | machine code (SASS) | PTX |\n|---|---|---|---|---|\n"]
+    for b in g.torch_builds:
+        out.append(f"| `+{b.local}` | {b.cuda} | {b.releases} | {', '.join(b.sass)} | {', '.join(b.ptx) or '–'} |\n")
+    out.append("\n## PTX ISA and the driver it needs\n\n| PTX ISA | CUDA release (driver must support it) |\n|---|---|\n")
+    for isa, cuda in g.ptx_cuda.items():
+        out.append(f"| {isa} | {cuda} |\n")
+    out.append("\n## Lowest Linux driver per CUDA release\n\n| CUDA | driver ≥ |\n|---|---|\n")
+    for cuda, driver in g.cuda_driver:
+        out.append(f"| {cuda} | {driver} |\n")
+    out.append("\n## Compute capability by GPU name\n\n| name contains | compute capability | forward compatibility "
+               "(cuda-compat) |\n|---|---|---|\n")
+    for n in sorted(g.names, key=lambda n: (-float(n.cc), n.match)):
+        out.append(f"| {n.match} | {n.cc} | {'yes' if n.datacenter else 'no'} |\n")
+    out.append("\n## Where each framework keeps its kernels\n\n")
+    for fw, globs in g.kernels.items():
+        out.append(f"- {fw}: {', '.join(f'`{x}`' for x in globs)}\n")
     return "".join(out)
 
 
