@@ -28,6 +28,7 @@ class RulesError(Exception):
     """A rule or table file is malformed: one line with file, line and what was expected."""
 
 
+@lru_cache(maxsize=1)  # asked by every check at every diagnosis; the install does not move while we run
 def rules_dir() -> Path:
     """The shipped rules: ``fixdnn/rules`` inside a wheel, the top-level ``rules/`` in a checkout."""
     package = Path(__file__).resolve().parent.parent

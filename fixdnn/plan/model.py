@@ -121,7 +121,16 @@ def _walk(order: list[tuple[str, str]], soname: str, index: dict[str, LibraryCop
     return None
 
 
-def _python_preload(facts: Facts, outcome: LoadOutcome, index: dict[str, LibraryCopy]) -> str | None:
+def _by_dir(index: dict[str, LibraryCopy]) -> dict[str, list[str]]:
+    """{directory: [file names]} of the known copies (torch's preload lists one folder per sys.path entry)."""
+    out: dict[str, list[str]] = {}
+    for path in index:
+        head, _, name = path.rpartition("/")
+        out.setdefault(head, []).append(name)
+    return out
+
+
+def _python_preload(facts: Facts, outcome: LoadOutcome, folders: dict[str, list[str]]) -> str | None:
     """torch: the first sys.path entry holding nvidia/<folder>/lib/lib<family>.so.*; None when no entry
     has one or the first one found answers another SONAME (then the loader still searches)."""
     if not any(n.startswith(("torch preload", "JAX plugin")) for n in outcome.preload):
@@ -130,18 +139,31 @@ def _python_preload(facts: Facts, outcome: LoadOutcome, index: dict[str, Library
     folder = _WHEEL_FOLDER.get(family, family)
     stem = f"lib{family}.so."
     for entry in facts.target.sys_path:
-        lib = f"{entry.rstrip('/')}/nvidia/{folder}/lib/"
-        found = sorted(p for p in index if p.startswith(lib) and "/" not in p[len(lib):]
-                       and p[len(lib):].startswith(stem) and p[-1:].isdigit())
+        lib = f"{entry.rstrip('/')}/nvidia/{folder}/lib"
+        found = [n for n in folders.get(lib, ()) if n.startswith(stem) and n[-1:].isdigit()]
         if found:
-            exact = lib + outcome.soname
-            return exact if exact in found else None
+            return f"{lib}/{outcome.soname}" if outcome.soname in found else None
     return None
+
+
+_MODELLED: dict[int, tuple[Facts, dict]] = {}  # the last few answers, by facts object (planning asks twice)
 
 
 def model_loads(facts: Facts, compat) -> dict[tuple[str, str], tuple]:
     """{(framework, library): (path, source, error, where)} as the model sees it."""
+    hit = _MODELLED.get(id(facts))
+    if hit is not None and hit[0] is facts:
+        return hit[1]
+    out = _model_loads(facts, compat)
+    if len(_MODELLED) > 16:
+        _MODELLED.clear()
+    _MODELLED[id(facts)] = (facts, out)
+    return out
+
+
+def _model_loads(facts: Facts, compat) -> dict[tuple[str, str], tuple]:
     index = _copy_index(facts)
+    folders = _by_dir(index)
     ld = _ld_dirs(facts)
     preloads = _preload_list(facts)
     out: dict[tuple[str, str], tuple] = {}
@@ -155,7 +177,7 @@ def model_loads(facts: Facts, compat) -> dict[tuple[str, str], tuple]:
                 got = (p, "LD_PRELOAD", None, p)
                 break
         if got is None:
-            pre = _python_preload(facts, o, index)
+            pre = _python_preload(facts, o, folders)
             got = (pre, "already-loaded", None, pre) if pre else None
         order = _with_ld(o.search, ld)
         if got is None:
