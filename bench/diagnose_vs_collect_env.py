@@ -56,7 +56,7 @@ def main() -> int:
     t_fixdnn = timed(diagnose, env=env, repeat=args.repeat)
     t_collect = timed(collect, env=env, repeat=max(3, args.repeat // 2))
     rss = peak_rss_mib(diagnose, env=env)
-    with tempfile.TemporaryDirectory() as state:  # first diagnosis ever: every DNN file is hashed once
+    with tempfile.TemporaryDirectory() as state:  # first diagnosis ever: the libraries that would load are hashed
         cold_env = {**env, "XDG_STATE_HOME": state}
         start = time.perf_counter()
         cold_rss = peak_rss_mib(diagnose, env=cold_env)
@@ -66,7 +66,7 @@ def main() -> int:
     print(f"fixdnn    static diagnosis (--json)          : {t_fixdnn * 1000:8.0f} ms (median)")
     print(f"ratio fixdnn / collect_env = {t_fixdnn / t_collect:.3f}  (target <= 0.200)")
     print(f"fixdnn peak RSS = {rss:.0f} MiB  (target < 100 MiB)")
-    print(f"first diagnosis (empty state dir, hashes every DNN file once): {cold_s:.1f} s, peak RSS {cold_rss:.0f} MiB")
+    print(f"first diagnosis (empty state dir, hashes the libraries that would load): {cold_s:.1f} s, peak RSS {cold_rss:.0f} MiB")
     return 0 if t_fixdnn / t_collect <= 0.2 and max(rss, cold_rss) < 100 else 1
 
 
