@@ -44,7 +44,14 @@ SYMPTOM = obj({
 PLAN = obj({
     "actions": arr(obj({"kind": STR, "fixes": arr(STR), "remedy": STR, "reason": STR,
                         "reach": arr(obj({"where": STR, "reaches": STR, "note": STR})),
-                        "proven": opt(BOOL), "proof": STR}, optional=("reach",))),
+                        "proven": opt(BOOL), "proof": STR,
+                        # by kind: pip-install / pip-uninstall
+                        "command": STR, "packages": arr(STR), "available": opt(BOOL), "check": opt(STR),
+                        "hashes": arr(STR),
+                        # environment changes, preload, write-file, manual steps
+                        "name": STR, "value": opt(STR), "describe": STR, "path": opt(STR), "diff": STR, "text": STR},
+                       optional=("reach", "command", "packages", "available", "check", "hashes", "name", "value",
+                                 "describe", "path", "diff", "text"))),
     "kernelspecs": arr(obj({"path": STR, "name": STR, "location": STR, "inside": BOOL})),
     "files": arr(obj({"path": STR, "diff": STR, "added": INT, "removed": INT})),
     "notes": arr(STR), "unfixed": arr(STR), "runnable": BOOL, "proven": BOOL,
@@ -106,7 +113,8 @@ _add("fixdnn.symptoms/1", "fixdnn symptoms --json: every symptom fixdnn knows", 
 
 _add("fixdnn.env/1", "fixdnn env --json: what the activation scripts, the in-process hook and kernelspecs change", {
     "prefix": STR,
-    "operations": arr(obj({"op": STR, "name": STR, "value": opt(STR), "reason": opt(STR), "fixes": opt(STR)})),
+    "operations": arr(obj({"op": STR, "name": STR, "value": opt(STR), "reason": opt(STR), "fixes": opt(STR),
+                           "source": STR})),
     "in_process": obj({"installed": BOOL, "files": arr(STR), "preload": arr(ANY_OBJ), "ops": arr(ANY_OBJ)}),
     "kernelspecs": arr(obj({"name": STR, "path": STR, "location": STR, "argv0": opt(STR), "runs_env": BOOL,
                             "env": ANY_OBJ, "fixdnn_sets": arr(STR), "shadowed": BOOL, "error": opt(STR)})),

@@ -23,14 +23,38 @@ def published(name: str) -> dict:
     return json.loads((SCHEMAS / (name.replace("/", "-") + ".json")).read_text(encoding="utf-8"))
 
 
+def undocumented(data, schema: dict, root: dict, where: str = "") -> list[str]:
+    """Keys of ``data`` its schema does not list: an output that grew a key must document it."""
+    def deref(node: dict) -> dict:
+        return root["$defs"][node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node
+
+    schema = deref(schema)
+    for alt in schema.get("anyOf", ()):
+        if alt.get("type") != "null" and data is not None:
+            schema = deref(alt)
+    out = []
+    if isinstance(data, dict) and "properties" in schema:
+        for key, value in data.items():
+            if key not in schema["properties"]:
+                out.append(f"{where}.{key}")
+            else:
+                out += undocumented(value, schema["properties"][key], root, f"{where}.{key}")
+    elif isinstance(data, list) and "items" in schema:
+        for n, item in enumerate(data):
+            out += undocumented(item, schema["items"], root, f"{where}[{n}]")
+    return out
+
+
 def valid(stdout: str, expected: str) -> dict:
-    """The output parsed, after checking it names ``expected`` and matches that published schema."""
+    """The output parsed, after checking it names ``expected``, matches that published schema and has
+    no key the schema does not list."""
     data = json.loads(stdout)
     assert data["schema"] == expected
     schema = published(expected)
     jsonschema.Draft202012Validator.check_schema(schema)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=str)
     assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+    assert undocumented(data, schema, schema) == [], "keys missing from fixdnn/cli/schemas.py"
     return data
 
 
@@ -49,6 +73,9 @@ def test_the_schemas_reject_what_they_should(tmp_path, environ):
     wrong = json.loads(json.dumps(data))
     wrong["frameworks"][0]["gpu_build"] = "yes"
     assert list(validator.iter_errors(wrong))
+    grown = json.loads(json.dumps(data))
+    grown["frameworks"][0]["new_key"] = 1
+    assert undocumented(grown, published("fixdnn.report/1"), published("fixdnn.report/1")) == [".frameworks[0].new_key"]
 
 
 def test_report_symptoms_env_verify_explain(tmp_path, environ):
