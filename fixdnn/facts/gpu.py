@@ -231,7 +231,9 @@ def _other_copies(host: Host, env: LoaderEnv, picked: str | None) -> list[LibCud
 
 
 def _kernels(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distribution, ...], tables,
-             cache: fatbin.Cache, unknowns: list[Unknown]) -> tuple[FrameworkKernels, ...]:
+             cache: fatbin.Cache, unknowns: list[Unknown], gpus: bool) -> tuple[FrameworkKernels, ...]:
+    """Each GPU framework's compiled architectures; with GPUs on the machine, a build whose libraries hold no
+    fat binary is an unknown (no verdict on whether it runs there)."""
     if tables is None:
         return ()
     by_name = {d.name: d for d in dists}
@@ -248,7 +250,7 @@ def _kernels(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distrib
                     files.append(hit)
         libs = tuple(cache.get(host, f) for f in files)
         kernels = FrameworkKernels(fw.name, fw.version, libs)
-        if not any(lib.entries for lib in libs):
+        if gpus and not any(lib.entries for lib in libs):
             read = ", ".join(f for f in files) or "no library matched " + ", ".join(patterns)
             unknowns.append(Unknown(f"kernels of {fw.name}", f"no CUDA fat binary found ({read})"))
         out.append(kernels)
@@ -273,7 +275,7 @@ def gather(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distribut
     others = tuple(_other_copies(host, env, resolution.path))
     wsl = host.is_dir(WSL_LIB)
     container = next((m for m in _CONTAINER_MARKERS if host.exists(m)), None)
-    kernels = _kernels(host, frameworks, dists, tables, cache or fatbin.Cache(None), unknowns)
+    kernels = _kernels(host, frameworks, dists, tables, cache or fatbin.Cache(None), unknowns, bool(gpus))
     return GpuFacts(
         gpus=tuple(gpus),
         libcuda=libcuda,

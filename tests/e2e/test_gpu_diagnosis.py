@@ -143,6 +143,19 @@ def test_a_gpu_the_name_table_does_not_know_is_an_unknown(tmp_path, environ):
     assert "gpu-no-kernel" not in gpu_names(symptoms)
 
 
+def test_a_build_without_fat_binaries_is_an_unknown_only_where_there_is_a_gpu(tmp_path, environ):
+    root = gpu_machine(tmp_path)
+    lib = next((root / "opt/env").glob("lib/python*/site-packages/torch/lib/libtorch_cuda_linalg.so"))
+    lib.unlink()  # only the gcc-built libtorch_cuda.so is left: no device code at all
+    facts, symptoms = run(root, environ)
+    assert any(u.what == "kernels of torch" for u in facts.unknowns)
+    assert "gpu-no-kernel" not in gpu_names(symptoms)
+    for info in (root / "proc/driver/nvidia/gpus").glob("*/information"):
+        info.unlink()
+    facts, _ = run(root, environ)
+    assert facts.gpu.gpus == () and not any(u.what == "kernels of torch" for u in facts.unknowns)
+
+
 def test_user_space_driver_of_another_version(tmp_path, environ):
     root = gpu_machine(tmp_path, kernel="580.95.05", user_space="570.133.07")
     _, symptoms = run(root, environ)
