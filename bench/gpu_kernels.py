@@ -27,6 +27,7 @@ from pathlib import Path
 _CHILD = r"""
 import dataclasses, glob, json, os, resource, statistics, sys, time
 import fixdnn.facts as F
+from fixdnn.base import filecache
 from fixdnn.facts import fatbin, gather, loads
 from fixdnn.knowledge import compat as compat_mod
 from fixdnn.target.host import Host
@@ -54,7 +55,7 @@ else:
     side = {"with": [], "without": []}
     for _ in range(repeat):  # the GPU side alone, alternating, each from a fresh process-level memo
         for name, tables in (("with", compat), ("without", bare)):
-            fatbin._MEMO.clear()
+            filecache._MEMO.clear()
             start = time.perf_counter()
             F._gpu_side(host, facts.target, facts.frameworks, facts.distributions, env, tables, False)
             side[name].append(time.perf_counter() - start)

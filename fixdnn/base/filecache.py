@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from fixdnn.base.serial import from_json, to_json
+
+T = TypeVar("T")
 
 _MEMO: dict[tuple[str, str], tuple[list, Any]] = {}  # (cache file, key) -> (identity, answer), per process
 
@@ -61,6 +66,25 @@ class FileCache:
         if self.entries.get(key) != [ident, answer]:
             self.entries[key] = [ident, answer]
             self.dirty = True
+
+    def remember(self, key: str, idents: Callable[[], list | None], compute: Callable[[], T], kind: Any,
+                 keep: Callable[[T], bool] = lambda _answer: True) -> T:
+        """``compute()``, or its answer from an earlier run while ``idents()`` (the identity of the files it
+        reads, None when they cannot be read) is unchanged. An answer is kept only when ``keep(answer)`` and
+        the files did not change while it was computed. ``kind``: the answer's type, to rebuild it."""
+        before = idents()
+        if before is None:
+            return compute()
+        hit = self.get(key, before)
+        if hit is not None:
+            try:
+                return from_json(kind, hit)
+            except (ValueError, TypeError):
+                pass  # a damaged entry is a miss
+        found = compute()
+        if keep(found) and idents() == before:
+            self.put(key, before, to_json(found))
+        return found
 
     def save(self) -> None:
         if self.path is None or not self.dirty:

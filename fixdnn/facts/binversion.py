@@ -19,9 +19,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from fixdnn.base.filecache import FileCache, identity
+from fixdnn.base.filecache import FileCache
 from fixdnn.model.facts import LibraryCopy, Unknown
-from fixdnn.target.host import Host, HostError
+from fixdnn.target.host import Host, file_identity
 
 CACHE_NAME = "binary-versions.json"
 CACHE_SCHEMA = "fixdnn.binary-versions/1"
@@ -96,23 +96,9 @@ def fill(host: Host, copies: tuple[LibraryCopy, ...], *, save_cache: bool = True
         return copies, [Unknown(f"version of {c.path}", "not known from a header, a package record or its file "
                                 "name, and files of a --root image are not run") for c in wanted]
     cache = FileCache(_cache_path(host), CACHE_SCHEMA)
-    learnt: dict[str, tuple[str | None, str]] = {}
-    for copy in wanted:
-        try:
-            ident = identity(host.stat(copy.realpath))
-        except HostError:
-            ident = None
-        hit = cache.get(copy.realpath, ident) if ident else None
-        if isinstance(hit, list) and len(hit) == 2:
-            learnt[copy.realpath] = (hit[0], hit[1])
-            continue
-        learnt[copy.realpath] = answer = ask(host, copy)
-        try:
-            unchanged = ident is not None and identity(host.stat(copy.realpath)) == ident
-        except HostError:
-            unchanged = False
-        if unchanged:  # the file did not change while it was asked
-            cache.put(copy.realpath, ident, list(answer))
+    learnt = {copy.realpath: cache.remember(copy.realpath, lambda c=copy: file_identity(host, c.realpath),
+                                            lambda c=copy: ask(host, c), tuple[str | None, str])
+              for copy in wanted}
     if save_cache:
         cache.save()
     out, unknowns = [], []

@@ -20,14 +20,14 @@ Results are cached by file identity (path, size, mtime, inode, ctime), in the pr
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections import Counter
 from pathlib import Path
 
+from fixdnn.base.filecache import FileCache
 from fixdnn.model.facts import KernelImages, arch_number
-from fixdnn.target.host import Host, HostError
+from fixdnn.target.host import Host, HostError, file_identity
 
 MAGIC = 0xBA55ED50
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -189,63 +189,12 @@ def read(host: Host, path: str) -> KernelImages:
 
 
 # -- the cache -----------------------------------------------------------------------------------------
-def identity(host: Host, path: str) -> list[int] | None:
-    try:
-        st = host.stat(path)
-    except HostError:
-        return None
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-
-
-_MEMO: dict[tuple, KernelImages] = {}
-
-
-class Cache:
-    """path -> [identity..., KernelImages as JSON], in a file of fixdnn's state folder (or nowhere)."""
+class Cache(FileCache):
+    """Kernel images by file identity (:mod:`fixdnn.base.filecache`), in fixdnn's state folder or nowhere."""
 
     def __init__(self, path: Path | None):
-        self.path = path
-        self.entries: dict[str, list] = {}
-        self.dirty = False
-        if path is None:
-            return
-        try:
-            with open(path, "rb") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError, RecursionError):
-            return
-        if isinstance(data, dict) and data.get("schema") == CACHE_SCHEMA and isinstance(data.get("files"), dict):
-            self.entries = data["files"]
+        super().__init__(path, CACHE_SCHEMA)
 
-    def get(self, host: Host, path: str) -> KernelImages:
-        from fixdnn.base.serial import from_json, to_json
-
-        key = identity(host, path)
-        memo_key = (str(host.root), path, tuple(key or ()))
-        if key is not None and memo_key in _MEMO:
-            return _MEMO[memo_key]
-        hit = self.entries.get(path)
-        if key is not None and isinstance(hit, list) and len(hit) == 5 and hit[:4] == key:
-            try:
-                found = from_json(KernelImages, hit[4])
-                _MEMO[memo_key] = found
-                return found
-            except (ValueError, TypeError):
-                pass  # a damaged entry is a miss
-        found = read(host, path)
-        if key is not None and key == identity(host, path):  # unchanged while it was read
-            _MEMO[memo_key] = found
-            self.entries[path] = key + [to_json(found)]
-            self.dirty = True
-        return found
-
-    def save(self) -> None:
-        if self.path is None or not self.dirty:
-            return
-        from fixdnn.base.atomic import write_atomic
-
-        try:
-            write_atomic(self.path, json.dumps({"schema": CACHE_SCHEMA, "files": self.entries},
-                                               separators=(",", ":")).encode())
-        except OSError:
-            pass  # a cache that cannot be written only costs time next run
+    def images(self, host: Host, path: str) -> KernelImages:
+        return self.remember(f"{host.root or ''}\0{path}", lambda: file_identity(host, path),
+                             lambda: read(host, path), KernelImages)

@@ -248,7 +248,7 @@ def _kernels(host: Host, frameworks: tuple[Framework, ...], dists: tuple[Distrib
             for hit in _glob(host, f"{dist.location.rstrip('/')}/{pattern}"):
                 if hit not in files:
                     files.append(hit)
-        libs = tuple(cache.get(host, f) for f in files)
+        libs = tuple(cache.images(host, f) for f in files)
         kernels = FrameworkKernels(fw.name, fw.version, libs)
         if gpus and not any(lib.entries for lib in libs):
             read = ", ".join(f for f in files) or "no library matched " + ", ".join(patterns)

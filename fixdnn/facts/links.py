@@ -14,14 +14,13 @@ import re
 from collections import deque
 from dataclasses import replace
 
-from fixdnn.base.filecache import FileCache, identity
-from fixdnn.base.serial import from_json, to_json
+from fixdnn.base.filecache import FileCache
 from fixdnn.facts import elfsyms
 from fixdnn.facts.distributions import library_owners
 from fixdnn.facts.elf import read_elf
 from fixdnn.facts.loader import LoaderEnv, resolve
 from fixdnn.model.facts import Distribution, Framework, LinkCheck, LoadOutcome
-from fixdnn.target.host import Host, HostError
+from fixdnn.target.host import Host, file_identity
 
 # The libraries of the CUDA toolkit wheels and cuDNN (libcudnn*, libcublas*, libcusparse*, libnvJitLink*, ...).
 _DNN_LIBRARY = re.compile(r"^lib(cu[a-zA-Z]*|nv[a-zA-Z]+|cudnn[a-z_]*)\.so(\.\d+)*$")
@@ -42,21 +41,14 @@ def cached_binding(host: Host, requester: str, soname: str, provider: str, cache
     """:func:`check_binding`, answered from ``cache`` while neither file changed."""
     if cache is None:
         return check_binding(host, requester, soname, provider)
-    try:
-        ident = identity(host.stat(requester)) + identity(host.stat(provider))
-    except HostError:
-        return check_binding(host, requester, soname, provider)
-    key = f"{requester}\0{soname}\0{provider}"
-    hit = cache.get(key, ident)
-    if hit is not None:
-        try:
-            return from_json(LinkCheck, hit)
-        except (ValueError, TypeError):
-            pass  # a damaged entry is a miss
-    found = check_binding(host, requester, soname, provider)
-    if found.unknown is None:
-        cache.put(key, ident, to_json(found))
-    return found
+
+    def idents():
+        a, b = file_identity(host, requester), file_identity(host, provider)
+        return a + b if a and b else None
+
+    return cache.remember(f"{requester}\0{soname}\0{provider}", idents,
+                          lambda: check_binding(host, requester, soname, provider), LinkCheck,
+                          keep=lambda found: found.unknown is None)
 
 
 def check_binding(host: Host, requester: str, soname: str, provider: str) -> LinkCheck:

@@ -256,3 +256,14 @@ class Host:
                 pass
             raise
         return RunResult(proc.returncode, out, err)
+
+
+def file_identity(host: Host, path: str) -> list[int] | None:
+    """What changes when a file's content can change (:func:`fixdnn.base.filecache.identity`); None when
+    the file cannot be stat'ed."""
+    from fixdnn.base.filecache import identity
+
+    try:
+        return identity(host.stat(path))
+    except HostError:
+        return None

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from fixdnn.base import filecache
 from fixdnn.facts import fatbin
 from fixdnn.target.host import Host
 from tests.envkit.cuda import fatbin_so
@@ -125,19 +126,19 @@ def test_cache_by_file_identity(libs, tmp_path, monkeypatch):
     cache_file = tmp_path / "state" / fatbin.CACHE_NAME
     cache_file.parent.mkdir()
     first = fatbin.Cache(cache_file)
-    assert first.get(Host(), str(lib)).sass == ("sm_86", "sm_90")
+    assert first.images(Host(), str(lib)).sass == ("sm_86", "sm_90")
     first.save()
-    fatbin._MEMO.clear()
+    filecache._MEMO.clear()
     calls = []
     monkeypatch.setattr(fatbin, "read", lambda host, path: calls.append(path) or pytest.fail("read again"))
     again = fatbin.Cache(cache_file)  # a new process: from the file
-    assert again.get(Host(), str(lib)).sass == ("sm_86", "sm_90")
+    assert again.images(Host(), str(lib)).sass == ("sm_86", "sm_90")
     assert calls == []
     monkeypatch.undo()
-    fatbin._MEMO.clear()
+    filecache._MEMO.clear()
     shutil.copyfile(libs["ptx_only"], tmp_path / "new.so")
     os.replace(tmp_path / "new.so", lib)  # replaced the way pip does: a new inode
-    assert fatbin.Cache(cache_file).get(Host(), str(lib)).ptx == ("compute_80",)
+    assert fatbin.Cache(cache_file).images(Host(), str(lib)).ptx == ("compute_80",)
 
 
 def test_archs_of_a_few_files_are_partial(tmp_path):
