@@ -56,7 +56,8 @@ def _write_file_diff(a: Action) -> str:
                                         fromfile=a.path or "" if old else "/dev/null", tofile=a.path or ""))
 
 
-def action_dict(a: Action, python: str | None) -> dict:
+def action_dict(a: Action, python: str | None, kernelspecs: int = 0) -> dict:
+    """``kernelspecs``: how many kernelspecs running the environment get its variables (for ``reach``)."""
     out: dict = {"kind": a.kind, "fixes": list(a.fixes), "remedy": a.remedy, "reason": a.reason,
                  "proven": a.proven, "proof": a.proof}
     if a.kind in ("pip-install", "pip-uninstall"):
@@ -78,7 +79,7 @@ def action_dict(a: Action, python: str | None) -> dict:
         out["diff"] = _write_file_diff(a)
     else:
         out["text"] = a.text
-    out["reach"] = [{"where": r.where, "reaches": r.reaches, "note": r.note} for r in reach(a)]
+    out["reach"] = [{"where": r.where, "reaches": r.reaches, "note": r.note} for r in reach(a, kernelspecs)]
     return out
 
 
@@ -92,7 +93,7 @@ def plan_dict(plan: Plan, python: str | None, prefix: str | None, kernelspecs: t
     return {
         "kernelspecs": [{"path": k.path, "name": k.name, "location": k.location, "inside": k.inside}
                         for k in kernelspecs if k.path in paths],
-        "actions": [action_dict(a, python) for a in plan.actions],
+        "actions": [action_dict(a, python, len(paths)) for a in plan.actions],
         "files": [{"path": p, "diff": d, **_counts(d)} for p, d in diffs],
         "notes": notes,
         "unfixed": list(plan.unfixed),

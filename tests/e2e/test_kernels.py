@@ -192,6 +192,8 @@ def test_cli_plan_names_kernelspecs_outside_the_environment_then_applies_to_them
     dry = json.loads(subprocess.run(cli + ["--dry-run", "--json"], env=environ, capture_output=True, text=True,
                                     timeout=300).stdout)["plan"]
     assert [a["kind"] for a in dry["actions"]][:2] == ["path-prepend", "preload"], dry["actions"]
+    reach = {r["where"]: r["reaches"] for r in dry["actions"][0]["reach"]}
+    assert reach["in-process"] == "" and reach["kernelspec"].startswith("2 Jupyter kernelspec")
     assert {k["name"]: k["inside"] for k in dry["kernelspecs"]} == {"fx-user": False, "fx-env": True}
     assert any(n.startswith(f"outside the environment: kernelspec {user}") for n in dry["notes"])
     assert any(f["path"] == str(user) for f in dry["files"])  # the kernel.json diff is shown, not written
