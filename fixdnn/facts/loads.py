@@ -89,10 +89,14 @@ def _python_preload(host: Host, target: TargetInfo, fw: Framework, family: str, 
             for folder in folders:
                 pkg = f"{entry.rstrip('/')}/nvidia/{folder}"
                 if host.is_dir(pkg):
+                    # name the sys.path entry and where it comes from: it is the cause when it is not the
+                    # environment's own site-packages (PYTHONPATH, a .pth line, the user site, the cwd)
+                    origin = target.sys_path_origins[index] if index < len(target.sys_path_origins) else "?"
+                    where = f"sys.path[{index}] ({origin}) {entry} holds nvidia.{folder}"
                     path = f"{pkg}/lib/{soname}"
                     if host.exists(path):
-                        return path, (f"JAX plugin: loads nvidia.{folder}.__path__[0]/lib/{soname} = {path}",)
-                    return None, (f"JAX plugin: {path} is missing; falls back to dlopen({soname!r})",)
+                        return path, (f"JAX plugin: {where}: loads nvidia.{folder}.__path__[0]/lib/{soname} = {path}",)
+                    return None, (f"JAX plugin: {where}, but {path} is missing; falls back to dlopen({soname!r})",)
         return None, (f"JAX plugin: no nvidia.{folders[0]} package on sys.path; falls back to dlopen({soname!r})",)
     return None, ()
 

@@ -181,17 +181,27 @@ def _expected_copy(facts: Facts, fw: Framework, need: Need, loaded: LibraryCopy)
     wheels = {need.pin.split("==", 1)[0]} if need.pin else set()
     wheels |= {need.wheel} if need.wheel else set()
     wheels = wheels or {d.name for d in facts.distributions if d.name.startswith("nvidia-cudnn-cu")}
-    dist = facts.distribution(fw.distribution)
-    home = f"{dist.location.rstrip('/')}/nvidia/cudnn/lib/" if dist is not None else None
+    home = _home(facts, fw)
 
     def own(c: LibraryCopy) -> bool:
         if c.owner and c.owner.split(" ")[0].removeprefix("pip:") in wheels:
             return True
-        return home is not None and (c.path.startswith(home) or any(a.startswith(home) for a in c.aliases))
+        return _at_home(c, home)
 
     owned = [c for c in facts.copies("cudnn") if own(c) and c.realpath != loaded.realpath and c.error is None
              and (version_tuple(c.version) or (0,))[0] == need.major]
     return next((c for c in owned if satisfies(c.version, need) is True), owned[0] if owned else None)
+
+
+def _home(facts: Facts, fw: Framework) -> str | None:
+    """``<site>/nvidia/cudnn/lib/`` beside the framework's own distribution."""
+    dist = facts.distribution(fw.distribution)
+    return f"{dist.location.rstrip('/')}/nvidia/cudnn/lib/" if dist is not None else None
+
+
+def _at_home(c: LibraryCopy, home: str | None) -> bool:
+    # realpath too: a RUNPATH answer keeps its spelling (``tensorflow/../nvidia/cudnn/lib``)
+    return home is not None and any(p.startswith(home) for p in (c.path, c.realpath or "", *c.aliases))
 
 
 def _place_of(outcome: LoadOutcome) -> str:
@@ -218,6 +228,10 @@ def _shadow(facts: Facts, fw: Framework, need: Need, outcome: LoadOutcome) -> di
     """Evidence that another copy is loaded instead of the framework's own, or None."""
     loaded = facts.copy_at(outcome.path)
     if loaded is None:
+        return None
+    if _at_home(loaded, _home(facts, fw)) and satisfies(loaded.version, need) is True:
+        # The copy beside the framework loads and fits (TensorFlow's RUNPATH reaches it whatever sys.path
+        # holds): another cuDNN wheel earlier on sys.path, whose dist-info hides this one's, is unused here.
         return None
     expected = _expected_copy(facts, fw, need, loaded)
     if expected is None:

@@ -5,6 +5,7 @@ already installed), and has a healthy twin that stays silent."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from tests.conftest import names, run_diagnosis
@@ -129,3 +130,39 @@ def test_the_wheel_removed_from_site_packages_is_not_shadowing(torch_env, enviro
     assert "cudnn-shadowed" not in names(symptoms)
     assert by_name(symptoms, "cudnn-version-mismatch").evidence["shadowed_by"] is None
     assert for_symptom(p, "cudnn-version-mismatch")[0].packages == ("nvidia-cudnn-cu13==9.24.0.43",)
+
+
+# -- per framework: who walks sys.path and who does not --------------------------------------------------
+
+def test_jax_plugin_shadowed_through_pythonpath_names_the_entry(tmp_path, environ):
+    """Seen on real jax[cuda12] 0.10.2: the CUDA plugin loads nvidia.cudnn.__path__[0]/lib/libcudnn.so.9, and
+    nvidia.cudnn comes from the first sys.path entry holding it: a `pip install --target DIR` cuDNN 9.1 on
+    PYTHONPATH wins. The cause is the entry (PYTHONPATH DIR), not a library folder, and removing it is the fix."""
+    env = EnvBuilder(tmp_path / "venv")
+    env.add_jax_plugin("0.7.2", 12)
+    env.add_cudnn_wheel("9.28.0.42", 12)
+    env.add_cuda_wheels(12, "12.9.79")
+    target = tmp_path / "target"
+    EnvBuilder(target, real_python=False).add_cudnn_wheel("9.1.0.70", 12, location=target)
+    environ["PYTHONPATH"] = str(target)
+    facts, symptoms = run_diagnosis(env.python, environ)
+    s = by_name(symptoms, "cudnn-shadowed")
+    assert s.evidence["entry"] == {"index": 1, "path": str(target), "origin": "pythonpath"}
+    assert s.evidence["expected"]["path"] == str(env.cudnn_lib / "libcudnn.so.9")
+    assert by_name(symptoms, "cudnn-version-mismatch").evidence["entry"]["origin"] == "pythonpath"
+    _, _, p = plan_for(env.python, environ)
+    assert [(a.kind, a.name, a.value) for a in p.actions] == [("path-remove", "PYTHONPATH", str(target))]
+
+
+def test_tensorflow_runpath_copy_is_its_own_whatever_pythonpath_holds(tf_env, environ, tmp_path):
+    """Seen on real tensorflow[and-cuda] 2.21: TF dlopen()s libcudnn.so.9 through its own DT_RUNPATH
+    ($ORIGIN/../nvidia/cudnn/lib), which never looks at sys.path, so a cuDNN 9.1 wheel on PYTHONPATH is not
+    used (TF's DsoLoader opens site-packages' 9.28). Its dist-info hides site-packages' from the
+    distribution list; that must not turn the copy TF really loads into a "shadow" of the unused one."""
+    target = tmp_path / "target"
+    EnvBuilder(target, real_python=False).add_cudnn_wheel("9.1.0.70", 12, location=target)
+    environ["PYTHONPATH"] = str(target)
+    facts, symptoms = run_diagnosis(tf_env.python, environ)
+    load = next(o for o in facts.loads_of("tensorflow") if o.library == "cudnn")
+    assert os.path.realpath(load.path) == os.path.realpath(tf_env.cudnn_lib / "libcudnn.so.9")
+    assert cudnn_names(symptoms) == [] and names(symptoms, "error") == [] and names(symptoms, "warning") == []
