@@ -9,7 +9,7 @@ if TYPE_CHECKING:  # the model imports fixdnn.facts.loader, which imports fixdnn
     from fixdnn.knowledge.compat import Compat
     from fixdnn.model.facts import Facts
 
-# Environment variables that change what a DNN process loads or how it behaves (compat.md §7).
+# Environment variables that change what a DNN process loads or how it behaves.
 _ENV_NAMES = {
     "LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_HOME", "CUDA_PATH", "CUDNN_PATH", "CONDA_PREFIX", "VIRTUAL_ENV",
     "PYTHONPATH", "PYTHONNOUSERSITE", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_MODULE_LOADING",

@@ -246,7 +246,7 @@ def exports_symbol(host: Host, path: str, name: str) -> bool | None:
     """Whether ``path`` defines the dynamic symbol ``name``; None when that cannot be told.
 
     Uses the .gnu.hash lookup (one bucket walk) instead of building a name map of every dynamic
-    symbol, which costs half a second on libtorch_cuda.so (deps.md §5). Falls back to SysV .hash.
+    symbol, which costs half a second on libtorch_cuda.so. Falls back to SysV .hash.
     """
     try:
         fh = host.open_binary(path)

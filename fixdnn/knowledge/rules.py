@@ -70,7 +70,7 @@ ACTION_KEYS: dict[str, tuple[set[str], set[str]]] = {
 }
 LIST_KEYS = {"packages", "pip_args"}
 
-# Folklore that turns one error into another (compat.md §6 "anti-patterns"): never planned.
+# Folklore that turns one error into another: never planned.
 DENY_ENV_SET = {
     "KMP_DUPLICATE_LIB_OK": "it lets two OpenMP runtimes run in one process (Intel: 'may silently produce incorrect results')",
     "PYTORCH_SKIP_CUDNN_COMPATIBILITY_CHECK": "it hides a cuDNN version mismatch instead of fixing it",

@@ -142,7 +142,7 @@ class Context:
 
 
 def parse_pip_config(text: str, source: str = "pip config list") -> PipConfig:
-    """``key='value'`` lines from ``pip config list``; precedence env > install > global (deps.md §6)."""
+    """``key='value'`` lines from ``pip config list``; precedence env > install > global."""
     values: dict[str, dict[str, str]] = {}
     for line in text.splitlines():
         if "=" not in line:

@@ -27,7 +27,7 @@ def family_of(facts: Facts, path: str) -> str | None:
 
 
 def decode_cudnn(value: int) -> tuple[int, int, int]:
-    """cudnnGetVersion's integer: 92400 -> (9, 24, 0); 8907 -> (8, 9, 7) (compat.md §4.3)."""
+    """cudnnGetVersion's integer: 92400 -> (9, 24, 0); 8907 -> (8, 9, 7)."""
     if value >= 90000:
         return value // 10000, value // 100 % 100, value % 100
     return value // 1000, value // 100 % 10, value % 100
@@ -94,7 +94,7 @@ def compare_outcomes(facts: Facts, host, outcomes: list[LoadOutcome], files: lis
 
 def compare_version(facts: Facts, shim: str, value: int, files: list[str], *, probe: str) -> list[Finding]:
     """cudnnGetVersion answers for the *graph* sub-library: a different minor than the copy's own files say
-    means the shim and its sub-libraries come from different installs (compat.md §0.3)."""
+    means the shim and its sub-libraries come from different installs."""
     copy = facts.copy_at(shim)
     got = decode_cudnn(value)
     if copy is None or not copy.version:

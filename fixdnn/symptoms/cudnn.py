@@ -1,7 +1,7 @@
 """cuDNN symptoms: missing, wrong version, off its pin, shadowed, incomplete, unreachable, colliding wheels.
 
 Compatibility rule shared by TensorFlow/XLA, JAX and PyTorch: the runtime cuDNN must have the same major
-as the build and a minor >= the build's; the patch level is ignored (compat.md §0.4).
+as the build and a minor >= the build's; the patch level is ignored.
 """
 
 from __future__ import annotations

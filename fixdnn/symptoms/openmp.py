@@ -1,4 +1,4 @@
-"""CPU-side symptoms: OpenMP runtimes, MKL, TensorFlow's oneDNN switch, thread variables (compat.md E36-E39, §7).
+"""CPU-side symptoms: OpenMP runtimes, MKL, TensorFlow's oneDNN switch, thread variables.
 
 Every check reads ``facts.cpu`` (see :mod:`fixdnn.facts.cpu`) and the tables of ``rules/compat/cpu.toml``;
 nothing here touches the disk.

@@ -7,7 +7,7 @@ Start from a healthy environment and break exactly one thing per test::
     (env.cudnn_lib / "libcudnn_cnn.so.9").unlink()  # ... the one thing broken
 
 Distributions get real METADATA / RECORD (sha256, size) / INSTALLER; libraries are gcc-built ELF files
-with the real SONAMEs, DT_NEEDED and DT_RPATH / DT_RUNPATH layouts of the real wheels (compat.md §2-§5).
+with the real SONAMEs, DT_NEEDED and DT_RPATH / DT_RUNPATH layouts of the real wheels.
 """
 
 from __future__ import annotations

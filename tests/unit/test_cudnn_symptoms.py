@@ -78,14 +78,14 @@ def test_cudnn_version_mismatch_from_ld_library_path(tf_env, environ, tmp_path):
 
 
 def test_torch_rpath_beats_ld_library_path(torch_env, environ, tmp_path):
-    """torch's DT_RPATH is searched before LD_LIBRARY_PATH (compat.md §0.1): the old copy is not loaded."""
+    """torch's DT_RPATH is searched before LD_LIBRARY_PATH: the old copy is not loaded."""
     environ["LD_LIBRARY_PATH"] = str(stray_cudnn(tmp_path / "old", "9.13.0"))
     facts, symptoms = run_diagnosis(torch_env.python, environ)
     assert "cudnn-version-mismatch" not in names(symptoms) and "cudnn-shadowed" not in names(symptoms)
 
 
 def test_cudnn_shadowed_by_pythonpath_preload(torch_env, environ, tmp_path):
-    """torch preloads nvidia/cudnn/lib from the first sys.path entry that has it (compat.md §0.2)."""
+    """torch preloads nvidia/cudnn/lib from the first sys.path entry that has it."""
     other = EnvBuilder(tmp_path / "other", real_python=False)
     other.add_cudnn_wheel("9.13.0.50", 13, dist=False)
     environ["PYTHONPATH"] = str(other.site)
