@@ -133,10 +133,15 @@ def gather(host: Host, target: TargetInfo, frameworks: tuple[Framework, ...], re
                 continue
             shim = read_elf(host, res.path)
             required, optional = compat.cudnn_sets.get(need.major, ((), ()))
+            shim_dir = res.path.rsplit("/", 1)[0]
             for sub in required + optional:
                 if sub == "cudnn":
                     continue
                 sub_soname = soname_of(sub, need.major)
+                if sub in optional and not host.exists(f"{shim_dir}/{sub_soname}"):
+                    # an optional one belongs to the releases that ship it beside their shim: an older shim
+                    # (cuDNN 9.1 has no engines_tensor_ir) never dlopen()s a newer one found further away
+                    continue
                 sub_chain = ([shim] if shim.ok else []) + chain
                 sub_res = resolve(host, sub_soname, sub_chain, fw_env)
                 outcomes.append(LoadOutcome(fw.name, sub, sub_soname, sub_res.path, sub_res,

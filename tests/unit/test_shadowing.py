@@ -166,3 +166,19 @@ def test_tensorflow_runpath_copy_is_its_own_whatever_pythonpath_holds(tf_env, en
     load = next(o for o in facts.loads_of("tensorflow") if o.library == "cudnn")
     assert os.path.realpath(load.path) == os.path.realpath(tf_env.cudnn_lib / "libcudnn.so.9")
     assert cudnn_names(symptoms) == [] and names(symptoms, "error") == [] and names(symptoms, "warning") == []
+
+
+def test_an_older_shim_never_reaches_for_optional_sub_libraries_of_a_newer_release(tf_env, environ, tmp_path):
+    """Seen with real cuDNN 9.1.0 (a bare lib/ folder) ahead of the 9.28 wheel on LD_LIBRARY_PATH: the 9.1 shim
+    predates libcudnn_engines_tensor_ir.so.9 and never dlopen()s it, so the 9.28 one further down the path is
+    not "mixed in". Optional sub-libraries count only beside the shim that would load them."""
+    from tests.envkit.env import build_so, cudnn_int
+
+    build_so(tf_env.cudnn_lib / "libcudnn_engines_tensor_ir.so.9", "libcudnn_engines_tensor_ir.so.9", runpath="$ORIGIN",
+             functions={"cudnn_engines_tensor_ir_version": cudnn_int("9.3.0.75")})
+    old = stray_cudnn(tmp_path / "old", "9.1.0")
+    environ["LD_LIBRARY_PATH"] = f"{old}:{tf_env.cudnn_lib}"
+    facts, symptoms = run_diagnosis(tf_env.python, environ)
+    assert not [o for o in facts.loads_of("tensorflow") if o.library == "cudnn_engines_tensor_ir" and o.path]
+    assert "cudnn-incomplete" not in names(symptoms)
+    assert by_name(symptoms, "cudnn-version-mismatch").evidence["loaded"]["version"] == "9.1.0"
