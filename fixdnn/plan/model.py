@@ -11,7 +11,8 @@ An action's effects are known without running it:
   ``nvidia/<lib>/lib/lib<name>.so.<major>`` in the site directory (the libraries of
   ``rules/compat/libraries.toml``), replaces the files of an installed version, and any reinstalled
   distribution is intact afterwards. ``name[extra]==v`` installs the extra's exact pins of the installed
-  ``name``. A pin that is already installed and intact changes nothing (pip says "already satisfied");
+  ``name``. A pin that is already installed changes nothing without ``--force-reinstall`` (pip says
+  "Requirement already satisfied" and repairs no files, even missing ones);
 * ``pip-uninstall`` removes a distribution and the library files it owns;
 * the GPU side: after an ``LD_LIBRARY_PATH`` change ``libcuda.so.1`` is looked up again among the copies the
   facts saw; a torch CUDA variant (``torch==2.14.1+cu130``) carries the architectures of its build
@@ -386,17 +387,12 @@ def _wheel_libs(name: str, version: str, compat) -> list[tuple[str, str]]:
     return out
 
 
-def _intact(facts: Facts, name: str) -> bool:
-    check = next((c for c in facts.integrity if c.distribution == name), None)
-    return check is None or check.bad_count == 0
-
-
 def _install_one(facts: Facts, name: str, version: str, force: bool, compat) -> tuple[Facts, bool]:
     """(facts after, whether pip would change anything)."""
     name = canonicalize_name(name)
     old = facts.distribution(name)
-    if old is not None and old.version == version and not force and _intact(facts, name):
-        return facts, False
+    if old is not None and old.version == version and not force:
+        return facts, False  # "Requirement already satisfied": pip repairs no files without --force-reinstall
     site = old.location if old is not None else _site(facts)
     if site is None:
         raise Unmodelled("no site directory is known to install into")
@@ -458,12 +454,13 @@ def _pip_install(facts: Facts, a: Action, compat) -> Facts:
             facts, did = _install_one(facts, name, ver, force, compat)
             changed = changed or did
     if not changed:
-        raise AlreadyInstalled(f"pip would change nothing: {' '.join(a.packages)} is already installed and intact")
+        raise AlreadyInstalled(f"pip would change nothing: {' '.join(a.packages)} is already installed "
+                               "(without --force-reinstall pip leaves its files as they are)")
     return facts
 
 
 class AlreadyInstalled(Unmodelled):
-    """The step would change nothing: what it installs is already installed and intact."""
+    """The step would change nothing: what it installs is already installed (pip repairs nothing then)."""
 
 
 def _pip_uninstall(facts: Facts, a: Action) -> Facts:

@@ -157,7 +157,7 @@ def test_pythonpath_shadow_is_removed_not_reinstalled(tmp_path):
     assert kinds == [("path-remove", "PYTHONPATH", str(libs))], plan
     assert plan["actions"][0]["proven"] is True
     assert "cudnn-version-mismatch" in plan["actions"][0]["fixes"]
-    # The wheel is installed and intact: reinstalling it is never chosen (pip would change nothing), even
+    # The wheel is installed: reinstalling it is never chosen (pip would change nothing), even
     # when the remedy that removes the entry for this symptom is left out.
     other = dry_run(cenv, env.python, "--skip", "cudnn-version-mismatch.drop-pythonpath")
     assert not [a for a in other["actions"] if a["kind"] == "pip-install"], other["actions"]

@@ -34,8 +34,11 @@ assert FIXDNN
 def test_real_offline_copy_on_disk_is_planned_applied_verified_and_rolled_back(tmp_path):
     prefix = Path(REALENV).resolve()
     python = str(prefix / "bin" / "python")
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")}
-    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV")
+           and not k.startswith("PIP_")}
+    # No pip configuration: a machine whose pip reads a local mirror (file://, find-links) can still fetch the
+    # pin offline, and the plan then rightly reinstalls; here only the copy on disk is left.
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), PIP_CONFIG_FILE=os.devnull)
     facts = json.loads(fixdnn("--python", python, "facts", env=env).stdout)
     site = Path(next(d for d in facts["distributions"] if d["name"].startswith("nvidia-cudnn-cu"))["location"])
     before = tree(prefix)

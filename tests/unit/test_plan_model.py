@@ -227,7 +227,7 @@ def test_rendering_errors_are_not_swallowed():
         build_actions(remedy, scope_for({"framework": "torch"}, ctx), ctx, remedy.symptom)
 
 
-def test_an_installed_intact_pin_changes_nothing_and_a_forced_reinstall_restores_files():
+def test_an_installed_pin_changes_nothing_without_force_reinstall_which_restores_files():
     ev = {"framework": "torch", "shim": f"{SITE}/nvidia/cudnn/lib/libcudnn.so.9", "missing": ["libcudnn_cnn.so.9"],
           "versions": {}}
     facts = _cudnn_facts(ev, {"frameworks": {"torch": {"cudnn_pin": "nvidia-cudnn-cu13==9.24.0.43"}}})
