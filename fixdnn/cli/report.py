@@ -69,7 +69,8 @@ def to_dict(report: Report) -> dict:
     out = {
         "schema": REPORT_SCHEMA,
         "target": {"python": t.python, "python_version": t.python_version, "prefix": t.prefix, "kind": t.kind,
-                   "chosen_because": t.chosen_because},
+                   "chosen_because": t.chosen_because,
+                   "startup_code": list(t.startup_code)},
         "frameworks": [_framework_entry(facts, fw) for fw in facts.frameworks],
         "libraries": [_library_entry(c) for c in facts.libraries],
         "driver": {"version": facts.driver.version, "source": facts.driver.source} if facts.driver else None,
@@ -148,6 +149,8 @@ def render_text(report: Report, console, *, verbose: bool = False, quiet: bool =
             say(f"  • {line}", indent=2)
         if s.hint:
             say(f"  fix: {s.hint}", indent=2, head="fix:", head_style="bold")
+    for line in t.startup_code:
+        say(f"runs at every start of this python (diagnosis did not run it): {line}", style="dim")
     for u in facts.unknowns:
         say(f"unknown: {u.what}: {u.reason}", style="dim")
     counts = {sev: sum(1 for s in report.symptoms if s.severity == sev) for sev in ("error", "warning", "info")}

@@ -68,6 +68,9 @@ class TargetInfo:
     chosen_because: str = ""  # why this environment was the target (--python, VIRTUAL_ENV, the project's .venv...)
     markers: dict[str, str] = field(default_factory=dict)  # its PEP 508 marker environment (empty: no interpreter)
     wheel_env: dict[str, str] = field(default_factory=dict)  # soabi, glibc ("" when not glibc): its wheel tags
+    # Code a plain `python` of the target runs at startup and diagnosis did not: ".pth file:line: import x"
+    # and sitecustomize / usercustomize modules (read as text, never executed by fixdnn's static probe).
+    startup_code: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,11 @@
 # Runs inside the *target* interpreter (Python 3.8+): stdlib only, no f-string '=' or walrus, prints JSON.
-# Kept import-free of fixdnn so it can be passed with `python -c`.
+# Kept import-free of fixdnn so it can be passed with `python -I -S -c SOURCE CWD`.
+#
+# It runs with `-I -S` from a private empty folder, so nothing of the environment executes: no `site`
+# (so no .pth `import` line, no sitecustomize / usercustomize), no PYTHONPATH, no module of the user's
+# folder. The sys.path a plain `python` of this environment would have is computed instead, the way
+# `site.main()` builds it: the venv's pyvenv.cfg, the user site, the site dirs, and every .pth file read
+# as text. Lines a .pth would execute and customize modules are reported, never run.
 import json
 import os
 import site
@@ -7,20 +13,57 @@ import sys
 import sysconfig
 
 
-def _site_dirs():
-    dirs = []
+def _read_cfg(path):
+    out = {}
     try:
-        dirs.extend(site.getsitepackages())
-    except Exception:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if "=" in line:
+                    key, _, value = line.partition("=")
+                    out[key.strip().lower()] = value.strip()
+    except (OSError, UnicodeError):
         pass
-    for key in ("purelib", "platlib"):
+    return out
+
+
+def _venv():
+    """(venv prefix or None, include-system-site-packages) as site.venv() finds them."""
+    exe_dir = os.path.dirname(os.path.abspath(sys.executable))
+    site_prefix = os.path.dirname(exe_dir)
+    for folder in (exe_dir, site_prefix):
+        cfg = os.path.join(folder, "pyvenv.cfg")
+        if os.path.isfile(cfg):
+            values = _read_cfg(cfg)
+            return site_prefix, values.get("include-system-site-packages", "false").lower() == "true"
+    return None, True
+
+
+def _pth_entries(sitedir, known, executes):
+    """Path entries the .pth files of ``sitedir`` add (site.addpackage), and lines that would run."""
+    added = []
+    try:
+        names = sorted(n for n in os.listdir(sitedir) if n.endswith(".pth") and not n.startswith("."))
+    except OSError:
+        return added
+    for name in names:
+        path = os.path.join(sitedir, name)
         try:
-            p = sysconfig.get_paths()[key]
-        except Exception:
+            with open(path, "rb") as fh:
+                raw = fh.read(1 << 20)
+        except OSError:
             continue
-        if p not in dirs:
-            dirs.append(p)
-    return dirs
+        text = raw.decode("utf-8", "replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line or line.startswith("#") or not line.strip():
+                continue
+            if line.startswith(("import ", "import\t")):
+                executes.append({"file": path, "line": number, "text": line.strip()[:200]})
+                continue
+            entry = os.path.abspath(os.path.join(sitedir, line.rstrip()))
+            if entry not in known and os.path.exists(entry):
+                known.add(entry)
+                added.append(entry)
+    return added
 
 
 def _markers():
@@ -58,54 +101,85 @@ def _wheel_env():
 
 
 def main():
-    cwd = os.getcwd()
-    site_dirs = _site_dirs()
+    cwd = sys.argv[1] if len(sys.argv) > 1 else os.getcwd()
+    environ = os.environ
+    venv_prefix, system_site = _venv()
+    prefix = venv_prefix or sys.prefix
+    base_prefix = sys.base_prefix if hasattr(sys, "base_prefix") else sys.prefix
+    prefixes = [prefix] + ([sys.prefix, sys.exec_prefix] if venv_prefix is None or system_site else [])
+    prefixes = [p for i, p in enumerate(prefixes) if p not in prefixes[:i]]
+    try:
+        site_dirs = site.getsitepackages(prefixes)
+    except Exception:
+        site_dirs = []
+    for key in ("purelib", "platlib"):  # a distribution's own scheme (Debian's dist-packages)
+        try:
+            extra = sysconfig.get_paths(vars={"base": prefix, "platbase": prefix})[key]
+        except Exception:
+            continue
+        if extra not in site_dirs:
+            site_dirs.append(extra)
+    user_enabled = not environ.get("PYTHONNOUSERSITE") and (venv_prefix is None or system_site)
+    if hasattr(os, "geteuid") and os.geteuid() != os.getuid():
+        user_enabled = False
     try:
         user_site = site.getusersitepackages()
     except Exception:
         user_site = None
-    pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    pythonpath_abs = [os.path.abspath(p) for p in pythonpath]
-    stdlib = sysconfig.get_paths().get("stdlib", "")
-    path, origins = [], []
-    for entry in sys.path:
-        absolute = os.path.abspath(entry) if entry else cwd
-        if entry == "":
-            origin = "cwd"
-        elif absolute in pythonpath_abs:
-            origin = "pythonpath"
-        elif user_site and absolute == os.path.abspath(user_site):
-            origin = "user-site"
-        elif absolute in [os.path.abspath(d) for d in site_dirs]:
-            origin = "site"
-        elif stdlib and (absolute == stdlib or absolute.startswith(os.path.dirname(stdlib) + os.sep)):
-            origin = "stdlib"
-        else:
-            origin = "pth"
-        path.append(absolute)
-        origins.append(origin)
-    try:
-        import importlib.util
 
-        has_pip = importlib.util.find_spec("pip") is not None
-    except Exception:
-        has_pip = False
+    path, origins = [], []
+    known = set()
+
+    def add(entry, origin):
+        entry = os.path.abspath(entry)
+        if entry not in known:
+            known.add(entry)
+            path.append(entry)
+            origins.append(origin)
+
+    if not environ.get("PYTHONSAFEPATH") or sys.version_info < (3, 11):
+        add(cwd, "cwd")  # `python -c` / the REPL: the current folder comes first
+    for entry in environ.get("PYTHONPATH", "").split(os.pathsep):
+        if entry:
+            add(os.path.join(cwd, entry), "pythonpath")
+    for entry in sys.path:  # -I -S: the standard library only
+        if entry:
+            add(entry, "stdlib")
+    executes = []
+    for folder, origin in ([(user_site, "user-site")] if user_enabled and user_site else []) + \
+            [(d, "site") for d in site_dirs]:
+        if os.path.isdir(folder):
+            add(folder, origin)
+            for entry in _pth_entries(folder, known, executes):
+                path.append(entry)
+                origins.append("pth")
+    for module in ("sitecustomize", "usercustomize"):
+        for entry, origin in zip(path, origins):
+            if origin == "cwd":
+                continue  # site imports them before the current folder joins sys.path
+            if os.path.isfile(os.path.join(entry, module + ".py")) or os.path.isdir(os.path.join(entry, module)):
+                executes.append({"file": os.path.join(entry, module + ".py"), "line": 0,
+                                 "text": "import " + module})
+                break
+    has_pip = any(os.path.isfile(os.path.join(entry, "pip", "__init__.py"))
+                  for entry, origin in zip(path, origins) if origin != "cwd")
     import platform
 
     out = {
         "python": sys.executable,
         "python_version": "%d.%d.%d" % sys.version_info[:3],
-        "prefix": sys.prefix,
-        "base_prefix": getattr(sys, "base_prefix", sys.prefix),
+        "prefix": prefix,
+        "base_prefix": base_prefix,
         "platform": sys.platform,
         "machine": platform.machine(),
         "site_dirs": site_dirs,
         "user_site": user_site,
-        "user_site_enabled": bool(site.ENABLE_USER_SITE),
+        "user_site_enabled": bool(user_enabled),
         "sys_path": path,
         "sys_path_origins": origins,
         "cwd": cwd,
         "has_pip": has_pip,
+        "executes": executes,
         "markers": _markers(),
         "wheel_env": _wheel_env(),
     }

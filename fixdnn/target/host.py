@@ -13,9 +13,11 @@ This is how a test diagnoses a real venv against a machine it planted, and never
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat as stat_mod
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,9 +183,8 @@ class Host:
         return self.read_bytes(path, limit).decode("utf-8", errors="replace")
 
     def read_bytes(self, path: str, limit: int = 4 << 20) -> bytes:
-        target = self.on_disk(path)
-        try:
-            with open(target, "rb", buffering=0) as fh:
+        with self.open_binary(path, buffering=0) as fh:
+            try:
                 # read(limit) allocates ``limit`` bytes up front (64 MiB for a RECORD): ask for the file's
                 # size instead, then for whatever a growing or size-less file (/proc) still holds
                 size = os.fstat(fh.fileno()).st_size
@@ -191,16 +192,28 @@ class Host:
                 if len(data) < limit and (not size or len(data) > size):
                     data += fh.read(limit - len(data)) or b""
                 return data
-        except (OSError, ValueError) as exc:
-            raise HostError(path, _reason(exc) if isinstance(exc, OSError) else str(exc)) from None
+            except OSError as exc:
+                raise HostError(path, _reason(exc)) from None
 
-    def open_binary(self, path: str):
-        """An open binary file object (for streaming readers such as the ELF parser and hashing)."""
+    def open_binary(self, path: str, buffering: int = -1):
+        """An open binary file object (for streaming readers such as the ELF parser and hashing).
+
+        Only regular files are opened: a FIFO named ``METADATA`` or a device would block a read forever,
+        so the open itself does not block (O_NONBLOCK) and anything else is refused before reading."""
         target = self.on_disk(path)
         try:
-            return open(target, "rb")
+            fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except (OSError, ValueError) as exc:
             raise HostError(path, _reason(exc) if isinstance(exc, OSError) else str(exc)) from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat_mod.S_ISREG(mode):
+                raise HostError(path, "not a regular file" + (" (a FIFO)" if stat_mod.S_ISFIFO(mode) else ""))
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb", buffering=buffering)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def glob_dirs(self, path: str) -> Iterator[str]:
         """Subdirectories of ``path`` (target paths), silently empty when unreadable."""
@@ -229,7 +242,16 @@ class Host:
         """Run a program; a missing program or a timeout is a result, not an exception.
 
         The program runs in its own session, so a timeout kills it with every process it started (a
-        probe that loads a driver library may leave helpers behind)."""
+        probe that loads a driver library may leave helpers behind), and, unless ``cwd`` says otherwise,
+        in a private empty folder: a program of the target (``python -c``, ``python -m pip``) puts its
+        working directory on ``sys.path``, and a ``json.py`` or ``pip/`` in the user's folder must never
+        run because fixdnn looked at an environment."""
+        if cwd is None:
+            private = tempfile.mkdtemp(prefix="fixdnn-run-")
+            try:
+                return self.run(argv, timeout=timeout, env=env, input=input, cwd=private)
+            finally:
+                shutil.rmtree(private, ignore_errors=True)
         try:
             proc = subprocess.Popen(
                 list(argv),

@@ -138,20 +138,68 @@ def choose(host: Host, spec: TargetSpec) -> tuple[str | None, str | None]:
 _SLOW = "did not answer within"  # the timeout reason, which discover() tells from a non-Python file
 
 
-def probe(host: Host, python: str, timeout: float = 30) -> tuple[dict | None, str | None]:
-    """Run the probe in the target; (data, None) or (None, reason)."""
-    result = host.run([python, "-c", _probe_source()], timeout=timeout)
+PROBE_TIMEOUT = 20.0  # seconds; FIXDNN_PROBE_TIMEOUT overrides (tests of a hanging interpreter)
+
+# The probe's answer, checked field by field: a target that prints the wrong shape is refused, not trusted.
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "python": (str,), "python_version": (str,), "prefix": (str,), "base_prefix": (str,), "platform": (str,),
+    "machine": (str,), "site_dirs": (list,), "user_site": (str, type(None)), "user_site_enabled": (bool,),
+    "sys_path": (list,), "sys_path_origins": (list,), "cwd": (str,), "has_pip": (bool,), "executes": (list,),
+}
+_LISTS_OF_STR = ("site_dirs", "sys_path", "sys_path_origins")
+
+
+def _shape_error(data: object) -> str | None:
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    for key, types in _FIELDS.items():
+        if key not in data:
+            return f"no {key!r}"
+        if not isinstance(data[key], types):
+            return f"{key}: expected {types[0].__name__}, got {type(data[key]).__name__}"
+    for key in _LISTS_OF_STR:
+        if not all(isinstance(x, str) for x in data[key]):
+            return f"{key}: expected a list of strings"
+    if len(data["sys_path"]) != len(data["sys_path_origins"]):
+        return "sys_path and sys_path_origins differ in length"
+    for item in data["executes"]:
+        if not (isinstance(item, dict) and isinstance(item.get("file"), str) and isinstance(item.get("line"), int)
+                and isinstance(item.get("text"), str)):
+            return "executes: expected objects with file, line and text"
+    return None
+
+
+def _timeout(host: Host) -> float:
+    try:
+        value = float(host.env("FIXDNN_PROBE_TIMEOUT") or PROBE_TIMEOUT)
+    except ValueError:
+        return PROBE_TIMEOUT
+    return value if value > 0 else PROBE_TIMEOUT
+
+
+def probe(host: Host, python: str, timeout: float | None = None) -> tuple[dict | None, str | None]:
+    """Run the probe in the target; (data, None) or (None, reason).
+
+    ``-I -S`` from a private empty folder: nothing of the environment runs (no .pth, no sitecustomize,
+    no module of the user's folder); the probe computes the sys.path a plain ``python`` would have."""
+    timeout = _timeout(host) if timeout is None else timeout
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the user's folder was removed under them
+        cwd = "/"
+    result = host.run([python, "-I", "-S", "-c", _probe_source(), cwd], timeout=timeout)
     if result.timed_out:
-        return None, f"{python} {_SLOW} {timeout:.0f} s"
+        return None, f"{_SLOW} {timeout:g} s (killed with everything it started)"
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
-        return None, f"{python} failed: {last}"
+        return None, f"failed: {last.strip()[:200]}"
     try:
         data = json.loads(result.stdout)
-    except ValueError:
-        return None, f"{python} printed something that is not the probe's JSON"
-    if not isinstance(data, dict) or not isinstance(data.get("sys_path"), list) or not data.get("python_version"):
-        return None, f"{python} printed something that is not the probe's JSON"
+    except (ValueError, RecursionError):
+        return None, "printed something that is not the probe's JSON (is it a Python 3.8+ interpreter?)"
+    problem = _shape_error(data)
+    if problem:
+        return None, f"printed JSON of the wrong shape ({problem}); is it a Python 3.8+ interpreter?"
     return data, None
 
 
@@ -209,31 +257,37 @@ def _discover(host: Host, spec: TargetSpec, python: str | None, prefix: str | No
     if python is None:
         return _from_files(host, prefix, None, None if host.root else "no interpreter in the prefix")
     data, why = probe(host, python)
-    if data is None and spec.python and _SLOW not in why:
+    if data is None and spec.python:
         # The user named this file as the interpreter: a file that cannot run the probe (a text file,
-        # /bin/ls) is a usage error, not an environment to read from disk. A broken venv's interpreter is
-        # read with --prefix instead. Timeouts stay unknowns: a real but slow Python is still a target.
+        # /bin/ls, one that hangs or prints another JSON) is a usage error, not an environment to read from
+        # disk; every later step (pip, verify) would run it again. A broken venv's interpreter is read
+        # with --prefix instead.
         short = why if len(why) <= 160 else why[:157] + "..."  # /bin/ls echoes the whole probe script back
-        raise TargetError(f"--python {spec.python}: not a Python interpreter ({short}); give the path of the "
+        kind = "no answer from the interpreter" if why.startswith(_SLOW) else "not a Python interpreter"
+        raise TargetError(f"--python {spec.python}: {kind} ({short}); give the path of the "
                           "target's python, or --prefix DIR to read a broken environment from its files")
     if data is None:
-        return _from_files(host, prefix, python, why)
-    prefix = prefix or data.get("prefix")
+        # The environment's own interpreter does not work (its base Python gone, it hangs): the facts come
+        # from the files, and nothing runs it again (python=None): pip and verify would only wait for it.
+        return _from_files(host, prefix, None, f"{python} {why}")
+    prefix = prefix or data["prefix"]
     info = TargetInfo(
-        python=data.get("python") or python,
-        python_version=data.get("python_version"),
+        python=data["python"] or python,
+        python_version=data["python_version"],
         prefix=prefix,
-        base_prefix=data.get("base_prefix"),
+        base_prefix=data["base_prefix"],
         kind=_kind_of(host, prefix),
-        platform=data.get("platform"),
-        machine=data.get("machine"),
-        site_dirs=tuple(data.get("site_dirs") or ()),
-        user_site=data.get("user_site"),
-        user_site_enabled=bool(data.get("user_site_enabled")),
-        sys_path=tuple(data.get("sys_path") or ()),
-        sys_path_origins=tuple(data.get("sys_path_origins") or ()),
-        cwd=data.get("cwd") or "/",
-        has_pip=data.get("has_pip"),
+        platform=data["platform"],
+        machine=data["machine"],
+        site_dirs=tuple(data["site_dirs"]),
+        user_site=data["user_site"],
+        user_site_enabled=data["user_site_enabled"],
+        sys_path=tuple(data["sys_path"]),
+        sys_path_origins=tuple(data["sys_path_origins"]),
+        cwd=data["cwd"] or "/",
+        has_pip=data["has_pip"],
+        startup_code=tuple(f"{e['file']}:{e['line']}: {e['text']}" if e["line"] else f"{e['file']}: {e['text']}"
+                           for e in data["executes"]),
         markers=_strings(data.get("markers")),
         wheel_env=_strings(data.get("wheel_env")),
     )
