@@ -351,11 +351,20 @@ def apply_command(
     if opts.get("facts_file") or opts.get("root"):
         raise UsageError("apply changes a live environment; it cannot use --facts or --root")
     facts_value = _gather_for_plan(opts)
+    from fixdnn.repair import transaction as txnmod
+
+    head = None
+    if facts_value.target.prefix:
+        try:  # refused before planning, not after it: a plan made while another fixdnn runs is stale
+            txnmod.refuse_if_busy(facts_value.target.prefix)
+        except txnmod.LockError as exc:
+            raise UsageError(str(exc)) from None
+        head = txnmod.head(facts_value.target.prefix)
     found = run_checks(facts_value, compat_mod.load())
     plan = _build_plan(facts_value, found, opts)
     if opts.get("json"):
-        raise typer.Exit(_apply_json(plan, facts_value, found, yes, force_unproven))
-    raise typer.Exit(_apply(plan, facts_value, found, yes, opts, force_unproven))
+        raise typer.Exit(_apply_json(plan, facts_value, found, yes, force_unproven, head))
+    raise typer.Exit(_apply(plan, facts_value, found, yes, opts, force_unproven, head))
 
 
 def _refusal(plan) -> str:
@@ -374,7 +383,8 @@ def _build_plan(facts_value, found, opts: dict, host=None):
         raise UsageError(str(exc)) from None
 
 
-def _apply_json(plan, facts_value, found, yes: bool, force_unproven: bool = False) -> int:
+def _apply_json(plan, facts_value, found, yes: bool, force_unproven: bool = False,
+                head: str | None = None) -> int:
     """``apply --json``: one fixdnn.apply/1 object; it cannot ask, so it needs --yes to change anything."""
     from fixdnn.cli.render_plan import plan_dict
     from fixdnn.cli.report import symptom_entry
@@ -397,7 +407,8 @@ def _apply_json(plan, facts_value, found, yes: bool, force_unproven: bool = Fals
         code = 1
     elif plan.actions:
         try:
-            result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python))
+            result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python),
+                                expect_head=head)
         except LockError as exc:
             raise UsageError(str(exc)) from None
         except (ApplyError, TxnError) as exc:
@@ -439,7 +450,8 @@ def _shell_advice(plan, target) -> str | None:
             f"'{again}' (then 'hash -r'); new shells and 'fixdnn run' see it already")
 
 
-def _apply(plan, facts_value, found, yes: bool, opts: dict, force_unproven: bool = False) -> int:
+def _apply(plan, facts_value, found, yes: bool, opts: dict, force_unproven: bool = False,
+           head: str | None = None) -> int:
     from fixdnn.plan.reach import reach
     from fixdnn.repair.acceptance import verifier
     from fixdnn.repair.apply import ApplyError, Target, apply_plan
@@ -489,7 +501,7 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict, force_unproven: bool
                 shown.update(f"{msg} (running)")
 
             result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python),
-                                on_event=event)
+                                expect_head=head, on_event=event)
     except LockError as exc:
         raise UsageError(str(exc)) from None
     except (ApplyError, TxnError) as exc:

@@ -38,7 +38,7 @@ from packaging.utils import canonicalize_name
 from fixdnn.base.atomic import write_atomic
 from fixdnn.facts import distinfo
 from fixdnn.repair import transaction as txnmod
-from fixdnn.repair.transaction import Interrupted, Transaction, TxnError
+from fixdnn.repair.transaction import Interrupted, LockError, Transaction, TxnError
 from fixdnn.target.host import Host, HostError
 
 if TYPE_CHECKING:
@@ -95,6 +95,18 @@ def installed(site_dirs: tuple[str, ...]) -> dict[str, list[Path]]:
     return found
 
 
+def _pyc_of(path: str) -> list[str]:
+    """The ``__pycache__`` files compiled from ``path`` (a ``.py``): they go and come back with it."""
+    if not path.endswith(".py"):
+        return []
+    cache = os.path.join(os.path.dirname(path), "__pycache__")
+    stem = os.path.basename(path)[:-3] + "."
+    try:
+        return [os.path.join(cache, n) for n in os.listdir(cache) if n.startswith(stem) and n.endswith(".pyc")]
+    except OSError:
+        return []
+
+
 def dist_files(dist_info: Path, prefix: str) -> list[str]:
     """Every existing file of one distribution: RECORD (egg-info: installed-files.txt) entries (``../``
     allowed, never outside the prefix), their ``__pycache__`` files, and everything inside the folder."""
@@ -114,13 +126,7 @@ def dist_files(dist_info: Path, prefix: str) -> list[str]:
             continue
         if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
             out[path] = None
-        if path.endswith(".py"):
-            cache = os.path.join(os.path.dirname(path), "__pycache__")
-            stem = os.path.basename(path)[:-3] + "."
-            with contextlib.suppress(OSError):
-                for name in os.listdir(cache):
-                    if name.startswith(stem) and name.endswith(".pyc"):
-                        out[os.path.join(cache, name)] = None
+        out.update(dict.fromkeys(_pyc_of(path)))
     for root, dirs, files in os.walk(dist_info):
         for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             out[os.path.join(root, name)] = None
@@ -171,6 +177,19 @@ def pip_env() -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def _empty_dir():
+    """A private empty working folder for a child: ``python -m pip`` puts its working directory first on
+    sys.path, so a ``pip/`` or ``json.py`` in the user's folder would run instead of pip."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="fixdnn-pip-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def check_pins(action: Action) -> list[str]:
     from packaging.requirements import InvalidRequirement, Requirement
 
@@ -192,8 +211,9 @@ def dry_run(base: list[str], action: Action, workdir: Path) -> list[dict]:
     report = workdir / "pip-report.json"
     argv = _pip_argv(base, ["install", "--dry-run", "--quiet", "--report", str(report),
                             "--only-binary=:all:", *action.pip_args, *check_pins(action)])
-    proc = subprocess.run(argv, env=pip_env(), capture_output=True, text=True, errors="replace",
-                          stdin=subprocess.DEVNULL)
+    with _empty_dir() as cwd:
+        proc = subprocess.run(argv, env=pip_env(), capture_output=True, text=True, errors="replace",
+                              stdin=subprocess.DEVNULL, cwd=cwd)
     if proc.returncode != 0:
         last = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         raise ApplyError(f"pip cannot install {' '.join(action.packages)}: "
@@ -204,6 +224,79 @@ def dry_run(base: list[str], action: Action, workdir: Path) -> list[dict]:
         with contextlib.suppress(OSError):
             report.unlink()
     return list(data.get("install") or ())
+
+
+def _wheel_file(item: dict, base: list[str], workdir: Path) -> str | None:
+    """The wheel a report item installs, on this machine: a ``file://`` URL as is; anything else fetched
+    once with the installer's own ``pip download`` (its cache and index settings). None when impossible."""
+    info = item.get("download_info") or {}
+    url = info.get("url", "") if isinstance(info, dict) else ""
+    if not isinstance(url, str) or not url:
+        return None
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        path = unquote(urlparse(url).path)
+        return path if path.endswith(".whl") and os.path.isfile(path) else None
+    if os.path.basename(base[0]) == "uv":
+        return None
+    dest = workdir / "wheels"
+    dest.mkdir(exist_ok=True)
+    with _empty_dir() as cwd:
+        proc = subprocess.run(_pip_argv(base, ["download", "--quiet", "--no-deps", "--only-binary=:all:",
+                                               "-d", str(dest), url.split("#")[0]]),
+                              env=pip_env(), capture_output=True, text=True, errors="replace",
+                              stdin=subprocess.DEVNULL, cwd=cwd)
+    if proc.returncode != 0:
+        return None
+    name = url.split("#")[0].rsplit("/", 1)[-1]
+    from urllib.parse import unquote
+
+    found = dest / unquote(name)
+    return str(found) if found.is_file() else None
+
+
+def wheel_writes(whl: str, target: Target) -> list[str] | None:
+    """Every path installing ``whl`` writes (its RECORD, as pip lays it out): the site dir for the
+    wheel's root, ``<name>.data/scripts`` in ``bin/``, ``data`` in the prefix, ``purelib`` / ``platlib``
+    in the site dir; plus the ``__pycache__`` files of its modules. None when the wheel is unreadable."""
+    if not target.site_dirs:
+        return None
+    site = target.site_dirs[0]
+    roots = {"purelib": site, "platlib": site, "scripts": os.path.join(target.prefix, "bin"),
+             "data": target.prefix}
+    import csv
+
+    try:
+        with zipfile.ZipFile(whl) as zf:
+            record = next((n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")), None)
+            if record is None:
+                return None
+            text = zf.read(record).decode("utf-8", "surrogateescape")
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return None
+    out: list[str] = []
+    for row in csv.reader(text.splitlines()):
+        if not row or not row[0]:
+            continue
+        rel = row[0]
+        head, _, rest = rel.partition("/")
+        base = site
+        if head.endswith(".data") and rest:
+            scheme, _, rest = rest.partition("/")
+            if scheme not in roots or not rest:
+                continue  # headers: pip's own per-scheme folder; not a path fixdnn models
+            base, rel = roots[scheme], rest
+        path = os.path.normpath(os.path.join(base, rel))
+        if not path.startswith(target.prefix.rstrip("/") + "/"):
+            continue  # pip refuses these itself
+        out += [path, *_pyc_of(path)]
+    return out
+
+
+def _overwritten(writes: list[str]) -> list[str]:
+    """The paths of ``writes`` that exist now as files or links (whoever owns them)."""
+    return [p for p in writes if os.path.lexists(p) and not (os.path.isdir(p) and not os.path.islink(p))]
 
 
 def _unpacked_size(item: dict) -> int:
@@ -228,6 +321,7 @@ class Prepared:
     action: Action
     report: list[dict] | None = None  # pip-install dry run
     stash_names: list[str] = field(default_factory=list)
+    wheel_writes: list[str] = field(default_factory=list)  # every path the step's wheels will write
     env_file: object | None = None  # the EnvFile an env action leads to
     writes: list[str] = field(default_factory=list)  # files a file/env step writes
     needed: int = 0  # bytes
@@ -245,6 +339,22 @@ def _env_file_after(prefix: str, action: Action, current):
                 fixes=",".join(action.fixes))
     ops = tuple(o for o in current.ops if (o.op, o.name, o.value) != (new.op, new.name, new.value))
     return EnvFile((*ops, new), current.preloads)
+
+
+def _writes_of(report: list[dict], base: list[str], target: Target, workdir: Path) -> list[str]:
+    """Every path the report's wheels write; refuses (ApplyError) when a wheel cannot be read, since a
+    file it overwrote could then not be restored."""
+    out: list[str] = []
+    for item in report:
+        whl = _wheel_file(item, base, workdir)
+        writes = wheel_writes(whl, target) if whl else None
+        if writes is None:
+            meta = item.get("metadata") or {}
+            raise ApplyError(f"cannot read the file list of {meta.get('name', '?')} {meta.get('version', '')} "
+                             "before installing it (its wheel could not be fetched), so an overwritten file "
+                             "could not be restored; nothing changed")
+        out += writes
+    return list(dict.fromkeys(out))
 
 
 def _probe_writable(folder: str) -> str | None:
@@ -280,6 +390,7 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
             item.report = dry_run(base, action, workdir)
             names = [canonicalize_name(i["metadata"]["name"]) for i in item.report]
             item.stash_names = [n for n in names if n in present]
+            item.wheel_writes = _writes_of(item.report, base, target, workdir)
             item.needed = sum(_unpacked_size(i) for i in item.report)
             dirs.update(target.site_dirs)
             dirs.add(os.path.join(target.prefix, "bin"))
@@ -327,8 +438,8 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
 
 def _run_pip(txn: Transaction, step: int, argv: list[str], intent: dict, sig: dict) -> None:
     log = txn.folder / f"step-{step}.pip.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=pip_env(), stdout=out, stderr=subprocess.STDOUT,
+    with open(log, "wb") as out, _empty_dir() as cwd:
+        proc = subprocess.Popen(argv, env=pip_env(), stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         txn.append({"op": "spawned", "step": step, "pgid": proc.pid})
         intent["pgid"] = proc.pid
@@ -358,15 +469,19 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
     intent: dict = {"op": "intent", "step": step, "kind": action.kind, "describe": action.describe(target.python)}
     if action.kind in ("pip-install", "pip-uninstall"):
         if action.kind == "pip-install" and fresh_report:
-            item.report = dry_run(installer_for(action, target, pip_base), action, txn.folder)
+            base = installer_for(action, target, pip_base)
+            item.report = dry_run(base, action, txn.folder)
             names = [canonicalize_name(i["metadata"]["name"]) for i in item.report]
             present = installed(target.site_dirs)
             item.stash_names = [n for n in names if n in present]
+            item.wheel_writes = _writes_of(item.report, base, target, txn.folder)
         present = installed(target.site_dirs)
         paths: list[str] = []
         for name in item.stash_names:
             for folder in present.get(name, ()):
                 paths.extend(dist_files(folder, target.prefix))
+        # Files of *other* distributions the new wheels overwrite: stashed too, so rollback restores them.
+        paths = list(dict.fromkeys(paths + _overwritten(item.wheel_writes)))
         listing = {}
         if action.kind == "pip-install":
             listing = txnmod.scan(target.prefix, txn.exclude())
@@ -426,11 +541,13 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
 
 
 def apply_plan(plan: Plan, target: Target, *, verify: Callable[[], list[str]] | None = None,
-               on_event: Callable[[str], None] | None = None) -> Result:
+               on_event: Callable[[str], None] | None = None, expect_head: str | None | type(...) = ...) -> Result:
     """Run every executable action of ``plan`` in one transaction; verify; roll back on any failure.
 
     ``verify`` is called after the last step and returns the reasons the result is not acceptable
-    (empty: accepted). Raises :class:`ApplyError` (nothing changed) or :class:`fixdnn.repair.transaction.LockError`;
+    (empty: accepted). ``expect_head`` is :func:`fixdnn.repair.transaction.head` when the plan was made: a
+    newer transaction means the plan is stale and it is refused (LockError). Raises :class:`ApplyError`
+    (nothing changed) or :class:`fixdnn.repair.transaction.LockError`;
     a failure after changes began is rolled back and returned as outcome ``failed-and-rolled-back``.
     """
     say = on_event or (lambda _msg: None)
@@ -442,9 +559,19 @@ def apply_plan(plan: Plan, target: Target, *, verify: Callable[[], list[str]] | 
     if not executable:
         return Result(None, "nothing-to-do", manual=manual)
     prefix = target.prefix
+    try:
+        txnmod.writable_state(prefix)
+    except LockError:
+        raise
+    except TxnError as exc:
+        raise ApplyError(str(exc)) from None
     with txnmod.EnvLock(prefix):
+        now = txnmod.head(prefix)
+        if expect_head is not ... and now != expect_head:
+            raise LockError(f"another fixdnn changed {prefix} while this plan was made (transaction {now}); "
+                            "nothing changed; run fixdnn again to plan from the environment as it is now")
         pip_base = pip_command(target) if any(a.kind == "pip-install" for a in executable) else None
-        work = txnmod.env_state(prefix)
+        work = txnmod.env_state(prefix)  # made by EnvLock
         from fixdnn.model.actions import Plan as PlanType
 
         prepared = prepare(PlanType(tuple(executable)), target, work, pip_base)

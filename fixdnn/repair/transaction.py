@@ -2,18 +2,24 @@
 
 Model (certbot's reverter + pip's stash, at the level of a whole environment):
 
-* **One lock per environment**: ``fcntl.flock`` on ``<state>/envs/<hash of prefix>/lock`` with the
-  holder's pid written inside. The kernel drops the lock when its holder dies, so a crashed fixdnn never
-  blocks the next run; the pid only tells a second fixdnn who holds it.
-* **Write-ahead journal**: one folder per transaction, ``<state>/envs/<hash>/txn/<id>/``, holding
+* **Journal and lock live in the environment**: ``<prefix>/.fixdnn/`` (like ``conda-meta/history`` or
+  dpkg's own database), so every user, every ``HOME`` and ``sudo`` see the same transactions and the
+  same lock. The folder takes the permission bits of the prefix itself: a group-writable shared env
+  gets a group-writable journal. A user who cannot write the environment gets one clear line before
+  anything changes. The user's state folder only remembers which environments it touched (so a plain
+  ``fixdnn`` can mention an interrupted transaction anywhere).
+* **One lock per environment**: ``fcntl.flock`` on ``<prefix>/.fixdnn/lock`` with the holder's pid written
+  inside. The kernel drops the lock when its holder dies, so a crashed fixdnn never blocks the next run;
+  the pid only tells a second fixdnn who holds it.
+* **Write-ahead journal**: one folder per transaction, ``<prefix>/.fixdnn/txn/<id>/``, holding
   ``journal.jsonl`` (one JSON record a line, each appended and fsync'd, folder fsync'd on creation),
   the files a step needs for its undo, and ``OPEN`` while the transaction is not finished. Before a step
   changes anything, *what will change and how to undo it* is on disk; then the step runs; then it is
   marked done. Ids are UTC timestamps (sortable) plus the pid and a random suffix (unique).
-* **Stash by rename**: files a pip step would replace or remove (from the distribution's RECORD and its
-  dist-info) are renamed into the transaction folder, or ``<prefix>/.fixdnn-stash/<id>/`` when the
-  state folder sits on another filesystem. Rollback renames them back: exact bytes, modes and symlinks,
-  no network, no cache, no copy.
+* **Stash by rename**: files a pip step would replace or remove (the old distributions' RECORD and
+  dist-info, and every existing path the new wheels will write, whoever owns it) are renamed into
+  ``<id>/stash/``: the same filesystem as the environment, so a rename. Rollback renames them back:
+  exact bytes, modes and symlinks, no network, no cache, no copy.
 * **Copies for small files**: activation scripts and written files are copied before they change;
   files that did not exist are recorded so rollback removes them.
 * **Idempotent undo**: every undo step looks at the disk and only moves what is still to be moved, so a
@@ -48,7 +54,7 @@ from typing import Any, Iterator
 from fixdnn.base import state
 from fixdnn.base.atomic import fsync_dir, write_atomic
 
-STASH_IN_PREFIX = ".fixdnn-stash"
+STATE_IN_PREFIX = ".fixdnn"  # the environment's own journal and lock
 TERMINAL = ("applied", "rolled-back", "failed-and-rolled-back")
 
 
@@ -72,16 +78,65 @@ class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an
 
 
 def state_root() -> Path:
-    """fixdnn's state directory (see :mod:`fixdnn.base.state`)."""
+    """fixdnn's per-user state directory (see :mod:`fixdnn.base.state`)."""
     return state.state_dir()
 
 
+def _shared_mode(prefix: str) -> int:
+    """Permission bits for the journal: those of the prefix, so whoever may change the environment may
+    also journal and lock it (a group-writable shared conda env), and nobody else may."""
+    try:
+        return stat.S_IMODE(os.stat(prefix).st_mode) & 0o777 | 0o700
+    except OSError:
+        return 0o755
+
+
 def env_state(prefix: str | os.PathLike[str], *, create: bool = True) -> Path:
-    """The environment's state folder (shared with the integrity cache), with its ``txn/`` journal folder."""
-    folder = state.env_dir(os.fspath(prefix), create=create)
+    """``<prefix>/.fixdnn``, with its ``txn/`` journal folder. Raises OSError when it cannot be made
+    (a read-only environment, another user's); see :func:`writable_state`."""
+    prefix = os.fspath(prefix)
+    folder = Path(prefix, STATE_IN_PREFIX)
     if create:
-        (folder / "txn").mkdir(parents=True, exist_ok=True)
+        mode = _shared_mode(prefix)
+        for path in (folder, folder / "txn"):
+            try:
+                os.mkdir(path, mode)
+            except FileExistsError:
+                continue
+            os.chmod(path, mode)  # the umask must not narrow a shared environment's journal
     return folder
+
+
+def writable_state(prefix: str) -> Path:
+    """:func:`env_state` or one line a user can act on (TxnError) when this user cannot write there."""
+    try:
+        folder = env_state(prefix)
+        probe = folder / "txn" / f".probe-{os.getpid()}"  # access() is not the answer on a read-only mount
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
+        return folder
+    except OSError as exc:
+        raise TxnError(_not_writable(prefix, exc)) from None
+
+
+def _not_writable(prefix: str, exc: OSError) -> str:
+    owner = ""
+    with contextlib.suppress(OSError, KeyError, ImportError):
+        import pwd
+
+        uid = os.stat(prefix).st_uid
+        if exc.errno in (errno.EACCES, errno.EPERM) and uid != os.geteuid():
+            owner = pwd.getpwuid(uid).pw_name
+    who = f"; run fixdnn as its owner ({owner}) or ask them" if owner else ""
+    return (f"cannot write to the environment, nothing changed: {os.path.join(prefix, STATE_IN_PREFIX)}: "
+            f"{exc.strerror or exc} (its journal and lock live there){who}")
+
+
+def remember(prefix: str) -> None:
+    """Note in the user's own state that this user changed ``prefix`` (for :func:`interrupted_anywhere`);
+    best effort: the environment's journal is the record, this is only a pointer to it."""
+    with contextlib.suppress(OSError):
+        state.env_dir(prefix, create=True)
 
 
 
@@ -117,11 +172,17 @@ class EnvLock:
 
     def __init__(self, prefix: str | os.PathLike[str]):
         self.prefix = os.fspath(prefix)
-        self.path = env_state(prefix) / "lock"
+        self.path = writable_state(self.prefix) / "lock"
         self.fd: int | None = None
 
     def __enter__(self) -> EnvLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise TxnError(_not_writable(self.prefix, exc)) from None
+        with contextlib.suppress(OSError):  # whoever may journal may lock (the journal's own mode)
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, _shared_mode(self.prefix) & 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -140,6 +201,29 @@ class EnvLock:
                 os.ftruncate(self.fd, 0)
             os.close(self.fd)  # releases the flock
             self.fd = None
+
+
+def head(prefix: str | os.PathLike[str]) -> str | None:
+    """The id of the environment's newest transaction (None: none yet). A plan made when the head was X
+    is stale once it is not X any more: another fixdnn changed the environment meanwhile."""
+    try:
+        names = sorted(n for n in os.listdir(Path(prefix, STATE_IN_PREFIX, "txn")) if not n.startswith("."))
+    except OSError:
+        return None
+    return names[-1] if names else None
+
+
+def refuse_if_busy(prefix: str | os.PathLike[str]) -> None:
+    """LockError now, before any planning, when another fixdnn is changing ``prefix``: a plan made while
+    it runs would be made from the environment it is about to replace."""
+    folder = Path(prefix, STATE_IN_PREFIX)
+    if is_locked(folder):
+        try:
+            holder = (folder / "lock").read_bytes()[:64].decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise LockError(f"another fixdnn (pid {holder}) is changing {os.fspath(prefix)}; "
+                        "wait for it to finish and try again")
 
 
 def is_locked(prefix_state: Path) -> bool:
@@ -292,15 +376,17 @@ def transactions(prefix: str | os.PathLike[str]) -> list[Record]:
 
 
 def interrupted_anywhere() -> list[tuple[str, str]]:
-    """``(prefix, id)`` of every unfinished transaction whose environment nobody holds: cheap (globs)."""
+    """``(prefix, id)`` of every unfinished transaction, in the environments this user has changed, that
+    nobody holds: cheap (one glob per environment)."""
     found = []
-    for marker in sorted((state_root() / "envs").glob("*/txn/*/OPEN")):
-        env_folder = marker.parent.parent.parent
-        if is_locked(env_folder):
+    for marker in sorted((state_root() / "envs").glob("*/target")):
+        prefix = (state.target_of(marker.parent) or {}).get("prefix")
+        if not isinstance(prefix, str) or not prefix:
             continue
-        recorded = state.target_of(env_folder) or {}
-        prefix = recorded.get("prefix") or "?"
-        found.append((prefix, marker.parent.name))
+        folder = Path(prefix, STATE_IN_PREFIX)
+        opened = sorted(folder.glob("txn/*/OPEN"))
+        if opened and not is_locked(folder):
+            found += [(prefix, m.parent.name) for m in opened]
     return found
 
 
@@ -319,19 +405,20 @@ class Transaction:
     def begin(cls, prefix: str, info: dict) -> Transaction:
         prefix = os.path.realpath(prefix)
         txn_dir = env_state(prefix) / "txn"
+        mode = _shared_mode(prefix)
         while True:
             folder = txn_dir / new_id()
             try:
-                folder.mkdir()
+                folder.mkdir(mode)
                 break
             except FileExistsError:  # pragma: no cover - same microsecond, same pid, same random
                 continue
+        os.chmod(folder, mode)
         fsync_dir(txn_dir)
-        same_fs = os.stat(folder).st_dev == os.stat(prefix).st_dev
-        stash_root = folder / "stash" if same_fs else Path(prefix, STASH_IN_PREFIX, folder.name)
-        txn = cls(prefix, folder, stash_root)
+        remember(prefix)
+        txn = cls(prefix, folder, folder / "stash")  # inside the environment: the same filesystem
         write_atomic(folder / "OPEN", b"")
-        txn.append({"op": "begin", "prefix": prefix, "stash": str(stash_root), "time": time.time(), **info})
+        txn.append({"op": "begin", "prefix": prefix, "stash": str(txn.stash_root), "time": time.time(), **info})
         _hook("0:begin")
         return txn
 
@@ -342,7 +429,12 @@ class Transaction:
 
     def append(self, rec: dict) -> None:
         if self._journal is None:
-            self._journal = open(self.folder / "journal.jsonl", "ab")  # noqa: SIM115
+            path = self.folder / "journal.jsonl"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with contextlib.suppress(OSError):  # another member of a shared env may roll it back
+                if os.fstat(fd).st_uid == os.geteuid():
+                    os.fchmod(fd, _shared_mode(self.prefix) & 0o666)
+            self._journal = os.fdopen(fd, "ab")
         self._journal.write(_dump(rec) + b"\n")
         self._journal.flush()
         os.fsync(self._journal.fileno())
@@ -361,7 +453,7 @@ class Transaction:
 
     def exclude(self) -> tuple[str, ...]:
         """Paths under the prefix that are fixdnn's own (never part of a snapshot)."""
-        return (os.path.join(self.prefix, STASH_IN_PREFIX), os.fspath(state_root()))
+        return (os.path.join(self.prefix, STATE_IN_PREFIX), os.fspath(state_root()))
 
     # ------------------------------------------------------------------ step helpers
     def write_json(self, name: str, obj: Any) -> str:
@@ -514,8 +606,6 @@ def discard_later(folder: Path) -> None:
         os.rename(folder, garbage)
     except OSError:
         return
-    with contextlib.suppress(OSError):
-        os.rmdir(folder.parent) if folder.parent.name == STASH_IN_PREFIX else None
     import subprocess
     import sys
 

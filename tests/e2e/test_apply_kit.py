@@ -176,9 +176,14 @@ def site_of(prefix: Path) -> Path:
 
 
 def tree(prefix: Path) -> dict[str, tuple]:
-    """Every entry under ``prefix``: relative path -> (type, mode, sha256 | link target)."""
+    """Every entry under ``prefix``: relative path -> (type, mode, sha256 | link target).
+
+    ``<prefix>/.fixdnn`` (the environment's own journal and lock, like ``conda-meta/history``) is not
+    part of the environment's content; :func:`leftovers` checks it holds no stashed file."""
     out = {}
     for root, dirs, files in os.walk(prefix):
+        if Path(root) == Path(prefix) and ".fixdnn" in dirs:
+            dirs.remove(".fixdnn")
         for name in dirs + files:
             path = Path(root, name)
             rel = os.fsdecode(path.relative_to(prefix))
@@ -190,6 +195,23 @@ def tree(prefix: Path) -> dict[str, tuple]:
             else:
                 out[rel] = ("f", stat.S_IMODE(st.st_mode), hashlib.sha256(path.read_bytes()).hexdigest())
     return out
+
+
+def leftovers(prefix: Path, wait: float = 10.0) -> list[str]:
+    """Files of the environment still kept in its journal after every transaction ended: stashes and
+    their trash (deleted by a detached process after a rollback, so this waits a little for it)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        from fixdnn.repair.transaction import load
+
+        found = sorted(os.fsdecode(p.relative_to(prefix)) for p in Path(prefix, ".fixdnn", "txn").glob("*/stash*")
+                       if load(p.parent).outcome in ("rolled-back", "failed-and-rolled-back"))
+        found += [n for n in os.listdir(prefix) if n.startswith(".fixdnn-")]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def cli_env(state: Path, index: Path, **extra: str) -> dict[str, str]:
