@@ -107,6 +107,24 @@ def read_record(host: Host, path: str, limit: int = RECORD_LIMIT) -> str:
     return raw.decode("utf-8", errors="surrogateescape")
 
 
+def wheel_record(whl: str, limit: int = RECORD_LIMIT) -> str:
+    """The RECORD inside a wheel file (what installing it will write), read from the zip's directory
+    without unpacking anything else. OSError / DistInfoError when the wheel has none or is not a zip."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(whl) as zf:
+            name = next((i for i in zf.infolist() if i.filename.count("/") == 1
+                         and i.filename.endswith(".dist-info/RECORD")), None)
+            if name is None:
+                raise DistInfoError(f"{whl}: no .dist-info/RECORD")
+            if name.file_size > limit:
+                raise DistInfoError(f"{whl}: RECORD larger than {limit >> 20} MiB")
+            return zf.read(name).decode("utf-8", errors="surrogateescape")
+    except zipfile.BadZipFile as exc:
+        raise DistInfoError(f"{whl}: not a wheel ({exc})") from None
+
+
 def record_rows(text: str) -> Iterator[tuple[int, list[str] | None, str]]:
     """(line number, [path, hash, size] or None, error) for every non-blank RECORD line."""
     for number, line in enumerate(text.splitlines(), 1):

@@ -265,19 +265,13 @@ def wheel_writes(whl: str, target: Target) -> list[str] | None:
     site = target.site_dirs[0]
     roots = {"purelib": site, "platlib": site, "scripts": os.path.join(target.prefix, "bin"),
              "data": target.prefix}
-    import csv
-
     try:
-        with zipfile.ZipFile(whl) as zf:
-            record = next((n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")), None)
-            if record is None:
-                return None
-            text = zf.read(record).decode("utf-8", "surrogateescape")
-    except (OSError, zipfile.BadZipFile, KeyError):
+        text = distinfo.wheel_record(whl)
+    except (OSError, KeyError, distinfo.DistInfoError):
         return None
     out: list[str] = []
-    for row in csv.reader(text.splitlines()):
-        if not row or not row[0]:
+    for _n, row, _e in distinfo.record_rows(text):
+        if not row:
             continue
         rel = row[0]
         head, _, rest = rel.partition("/")
