@@ -1,9 +1,15 @@
 """``fixdnn hook bash|zsh|fish``: print the snippet users ``eval`` from their rc file.
 
 Per prompt the snippet only compares ``${VIRTUAL_ENV:-$CONDA_PREFIX}`` with the last value it saw (pure
-shell, no process). When it changed, it undoes the layer it applied itself, then sources the new
+shell, no process). When it changed, it undoes the layer it applied itself, then runs the new
 environment's pre-rendered ``etc/fixdnn/env.sh|env.fish`` in ``hook`` mode, which does nothing when the
-venv block or conda's activate.d already applied that environment. It keeps ``$?``, chains existing
+venv block or conda's activate.d already applied that environment.
+
+It runs that script only when fixdnn wrote it for this user (:mod:`fixdnn.shell.trust`): an absolute
+prefix, a regular file owned by the user or root that nobody else can write, and its digest recorded in
+the user's own state folder (whose path is fixed into the snippet when ``fixdnn hook`` prints it). The
+text that was checked is the text that runs (captured once, then evaluated). Anything else is skipped
+with one line on stderr. It keeps ``$?``, chains existing
 ``PROMPT_COMMAND`` / ``precmd_functions`` / fish event handlers, and installs itself once.
 
 Imports nothing heavy: ``fixdnn.cli.main`` routes here before loading typer or rich.
@@ -11,18 +17,42 @@ Imports nothing heavy: ``fixdnn.cli.main`` routes here before loading typer or r
 
 from __future__ import annotations
 
+import os
 import sys
 
-from fixdnn.shell.render import FISH_LIB, POSIX_LIB
+from fixdnn.shell.render import FISH_LIB, POSIX_LIB, quote_fish, quote_posix
 
 _POSIX_SWITCH = r"""
+_fixdnn_sum() {
+    if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi | cut -c1-64
+}
+_fixdnn_hook_code() {
+    local _fixdnn_f _fixdnn_real _fixdnn_rec
+    case "$1" in /*) ;; *) return 1 ;; esac
+    _fixdnn_f=$1/etc/fixdnn/env.sh
+    [ -f "$_fixdnn_f" ] && [ ! -L "$_fixdnn_f" ] || return 1
+    if [ ! -O "$_fixdnn_f" ] && [ -z "$(find "$_fixdnn_f" -prune -user 0 2>/dev/null)" ]; then
+        echo "fixdnn: not running $_fixdnn_f: owned by someone else" >&2; return 1
+    fi
+    if [ -n "$(find "$_fixdnn_f" -prune \( -perm -020 -o -perm -002 \) 2>/dev/null)" ]; then
+        echo "fixdnn: not running $_fixdnn_f: writable by others" >&2; return 1
+    fi
+    _fixdnn_code=$(cat -- "$_fixdnn_f") || return 1
+    _fixdnn_real=$(cd -- "$1" 2>/dev/null && pwd -P) || return 1
+    _fixdnn_rec=$_fixdnn_trust/$(printf '%s' "$_fixdnn_real" | _fixdnn_sum)
+    if ! grep -qx "sh $(printf '%s' "$_fixdnn_code" | _fixdnn_sum)" "$_fixdnn_rec" 2>/dev/null; then
+        echo "fixdnn: not running $_fixdnn_f: fixdnn did not write it for you (run fixdnn apply there)" >&2
+        return 1
+    fi
+}
 _fixdnn_hook_switch() {
+    local _fixdnn_code
     if [ -n "${_fixdnn_hook_key:-}" ]; then _fixdnn_undo "$_fixdnn_hook_key"; fi
     _fixdnn_hook_key=
     _fixdnn_hook_last=$1
-    if [ -n "$1" ] && [ -f "$1/etc/fixdnn/env.sh" ]; then
+    if [ -n "$1" ] && _fixdnn_hook_code "$1"; then
         _fixdnn_mode=hook
-        . "$1/etc/fixdnn/env.sh"
+        eval "$_fixdnn_code"
         _fixdnn_hook_key=$_fixdnn_applied
     fi
 }
@@ -53,17 +83,41 @@ fi
 """
 
 _FISH = r"""
+function _fixdnn_sum
+    if command -q sha256sum; sha256sum | string sub -l 64; else; shasum -a 256 | string sub -l 64; end
+end
+function _fixdnn_hook_code -a _fixdnn_cur
+    string match -q -- '/*' "$_fixdnn_cur"; or return 1
+    set -l f "$_fixdnn_cur/etc/fixdnn/env.fish"
+    test -f "$f"; and not test -L "$f"; or return 1
+    set -l root (find "$f" -prune -user 0 2>/dev/null)
+    if not test -O "$f"; and test -z "$root"
+        echo "fixdnn: not running $f: owned by someone else" >&2; return 1
+    end
+    set -l loose (find "$f" -prune \( -perm -020 -o -perm -002 \) 2>/dev/null)
+    if test -n "$loose"
+        echo "fixdnn: not running $f: writable by others" >&2; return 1
+    end
+    set -g _fixdnn_code (cat -- "$f" | string collect); or return 1
+    set -l real (builtin realpath -- "$_fixdnn_cur" 2>/dev/null); or return 1
+    set -l rec "$_fixdnn_trust/"(printf '%s' "$real" | _fixdnn_sum)
+    if not grep -qx "fish "(printf '%s' "$_fixdnn_code" | _fixdnn_sum) "$rec" 2>/dev/null
+        echo "fixdnn: not running $f: fixdnn did not write it for you (run fixdnn apply there)" >&2
+        return 1
+    end
+end
 function _fixdnn_hook_switch -a _fixdnn_cur
     if set -q _fixdnn_hook_key; and test -n "$_fixdnn_hook_key"
         _fixdnn_undo $_fixdnn_hook_key
     end
     set -g _fixdnn_hook_key
     set -g _fixdnn_hook_last $_fixdnn_cur
-    if test -n "$_fixdnn_cur"; and test -f "$_fixdnn_cur/etc/fixdnn/env.fish"
+    if test -n "$_fixdnn_cur"; and _fixdnn_hook_code "$_fixdnn_cur"
         set -g _fixdnn_mode hook
-        source "$_fixdnn_cur/etc/fixdnn/env.fish"
+        printf '%s\n' "$_fixdnn_code" | source
         set -g _fixdnn_hook_key $_fixdnn_applied
     end
+    set -e -g _fixdnn_code
 end
 function _fixdnn_hook --on-event fish_prompt
     set -l _fixdnn_status $status
@@ -82,9 +136,13 @@ SHELLS = ("bash", "zsh", "fish")
 def snippet(shell: str) -> str:
     """The rc-file snippet for ``shell``; raises ``KeyError`` for an unknown shell."""
     head = f"# fixdnn shell hook ({shell}); generated by `fixdnn hook {shell}`\n"
+    from fixdnn.shell.trust import trust_dir  # stdlib only: the hook stays light
+
+    where = os.fspath(trust_dir()).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if shell == "fish":
-        return head + FISH_LIB + _FISH
-    return head + POSIX_LIB + _POSIX_SWITCH + {"bash": _BASH, "zsh": _ZSH}[shell]
+        return head + f"set -g _fixdnn_trust {quote_fish(where)}\n" + FISH_LIB + _FISH
+    return (head + f"_fixdnn_trust={quote_posix(where)}\n" + POSIX_LIB + _POSIX_SWITCH
+            + {"bash": _BASH, "zsh": _ZSH}[shell])
 
 
 def main(argv: list[str]) -> int:

@@ -193,7 +193,23 @@ def install(prefix: str | os.PathLike[str], env: EnvFile | None = None, site_dir
     changes = planned_changes(prefix, env, site_dirs, kernelspecs)
     for path, text in changes:
         write_atomic(path, text, make_parents=True)
+    _trust(Path(prefix))
     return [path for path, _ in changes]
+
+
+def _trust(prefix: Path) -> None:
+    """Record, in the user's own state, that these env scripts are fixdnn's (the prompt hook runs
+    nothing else; see fixdnn.shell.trust)."""
+    from fixdnn.shell.trust import record
+
+    scripts = {}
+    for kind_, name in (("sh", "env.sh"), ("fish", "env.fish")):
+        try:
+            scripts[kind_] = (prefix / "etc/fixdnn" / name).read_bytes()
+        except OSError:
+            continue
+    if scripts:
+        record(prefix, scripts)
 
 
 def uninstall(prefix: str | os.PathLike[str]) -> list[Path]:
