@@ -15,7 +15,8 @@ SEVERITIES = ("error", "warning", "info")
 RETIRED: dict[str, str] = {}
 
 # One module per family; each registers its checks at import.
-FAMILIES = ("cudnn", "cuda", "driver", "frameworks", "integrity", "openmp", "paths", "lockfile", "links", "gpu")
+FAMILIES = ("cudnn", "cuda", "driver", "frameworks", "integrity", "openmp", "paths", "lockfile", "links", "gpu",
+            "unknowns")
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,32 @@ def test_fifo_named_metadata_never_hangs(tmp_path, environ):
     _fifo_instead_of(metadata)
     proc = fixdnn(["--python", str(env.python), "--json"], environ, timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert any("not a regular file (a FIFO)" in u["reason"] for u in json.loads(proc.stdout)["unknowns"])
+    report = json.loads(proc.stdout)
+    assert any("not a regular file (a FIFO)" in u["reason"] for u in report["unknowns"])
+    assert proc.returncode == 1 and "verdict-unknown" in [s["name"] for s in report["symptoms"]]
+
+
+def test_torch_metadata_without_version_is_not_healthy(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv").torch_cuda13(cudnn="9.1.0.70")  # a cuDNN too old for this torch
+    metadata = next(env.site.glob("torch-*.dist-info")) / "METADATA"
+    metadata.write_text("".join(ln + "\n" for ln in metadata.read_text().splitlines()
+                                if not ln.startswith("Version:")))
+    proc = fixdnn(["--python", str(env.python), "--json"], environ)
+    names = [s["name"] for s in json.loads(proc.stdout)["symptoms"]]
+    assert proc.returncode == 1 and "verdict-unknown" in names, (names, proc.stderr)
+
+
+def test_unreadable_site_packages_is_not_healthy(tmp_path, environ):
+    if os.geteuid() == 0:
+        pytest.skip("root reads a mode-000 folder anyway")
+    env = EnvBuilder(tmp_path / "venv").torch_cuda13()
+    os.chmod(env.site, 0)
+    try:
+        proc = fixdnn(["--python", str(env.python), "--json"], environ)
+    finally:
+        os.chmod(env.site, 0o755)
+    names = [s["name"] for s in json.loads(proc.stdout)["symptoms"]]
+    assert proc.returncode == 1 and "verdict-unknown" in names, (names, proc.stderr)
 
 
 def test_fifo_named_cudnn_version_header_never_hangs(tmp_path, environ):
