@@ -24,7 +24,7 @@ the context namespaces ``ctx.*``, ``fw.*`` (the framework named by ``evidence.fr
 (agreeing versions from the compat tables), followed by optional filters from a closed set:
 ``{loaded.path|dirname}``, ``{wheel|pin}`` (the framework's exact pin of that wheel), ``{wheel|installed}``.
 
-Overrides: ``$XDG_CONFIG_HOME/fixdnn/rules/`` (``~/.config`` when unset or empty), then ``--rules DIR``;
+Overrides: ``$XDG_CONFIG_HOME/fixdnn/rules/`` (``~/.config`` when unset, empty or relative), then ``--rules DIR``;
 both mirror ``rules/`` (``remedies/*.toml``, ``errors.toml``) and replace shipped rules by id.
 """
 
@@ -363,7 +363,7 @@ def _errors_from(path: Path, known: set[str] | None) -> list[ErrorSignature]:
 def user_rules_dir(environ=None) -> Path | None:
     environ = os.environ if environ is None else environ
     base = environ.get("XDG_CONFIG_HOME") or ""
-    if not base:
+    if not os.path.isabs(base):  # empty or relative: ignored, as the XDG spec asks (never ./relcfg)
         home = environ.get("HOME") or os.path.expanduser("~")
         base = os.path.join(home, ".config")
     path = Path(base) / "fixdnn" / "rules"

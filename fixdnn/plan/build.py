@@ -27,6 +27,12 @@ _SEVERITY = {"error": 0, "warning": 1, "info": 2}
 ONLY_BINARY = "--only-binary=:all:"
 
 
+# What a rule may add to `pip install`: nothing that builds from source (--no-binary), trusts another
+# index or host, or installs outside the target. Exact pins and binary wheels are promises of the plan.
+PIP_ARGS = frozenset({"--only-binary=:all:", "--force-reinstall", "--no-deps", "--upgrade", "--ignore-installed",
+                      "--no-cache-dir", "--upgrade-strategy=only-if-needed"})
+
+
 class RenderError(ValueError):
     """A template could not be filled for this symptom (a missing value, a non-exact pin ...)."""
 
@@ -166,6 +172,10 @@ def build_actions(remedy: Remedy, scope: dict, ctx: Context, fixes: str) -> list
             if kind == "pip-install":
                 packages = tuple(exact_pin(p) for p in packages)
                 args = [render(a, scope, ctx) for a in tmpl.get("pip_args", ())]
+                bad = [a for a in args if a not in PIP_ARGS]
+                if bad:
+                    raise RenderError(f"pip_args {bad[0]!r} is not allowed (fixdnn installs exact pins from "
+                                      f"binary wheels only; allowed: {', '.join(sorted(PIP_ARGS))})")
                 if ONLY_BINARY not in args:
                     args.insert(0, ONLY_BINARY)
                 kw["pip_args"] = tuple(args) + ctx.pip_args()
@@ -181,6 +191,10 @@ def build_actions(remedy: Remedy, scope: dict, ctx: Context, fixes: str) -> list
             value = kw["value"]
             if not value or not value.startswith("/") or ":" in value:
                 raise RenderError(f"{kind} needs one absolute directory, got {value!r}")
+        if kind == "write-file":
+            _inside_env(kw.get("path", ""), ctx)
+        if kind in ("env-set", "env-unset", "path-prepend", "path-remove"):
+            _safe_env_op(kind, kw)
         if kind == "preload" and (not kw["path"].startswith("/") or "\n" in kw["path"]):
             raise RenderError(f"preload needs one absolute library file, got {kw['path']!r}")
         if kind in ("env-set", "env-unset", "path-prepend", "path-remove") and \
@@ -188,6 +202,28 @@ def build_actions(remedy: Remedy, scope: dict, ctx: Context, fixes: str) -> list
             raise RenderError(f"{kw['name']!r} is not a variable name")
         out.append(Action(**kw))
     return out
+
+
+def _inside_env(path: str, ctx: Context) -> None:
+    """A rule writes files only inside the environment being repaired (nothing of the user's or the
+    system's changes because a rule, shipped or user-written, asked for it)."""
+    prefix = (ctx.prefix or "").rstrip("/")
+    norm = os.path.normpath(path) if path.startswith("/") else ""
+    if not prefix or not norm.startswith(prefix + "/") or "\n" in path:
+        raise RenderError(f"write-file {path!r} is outside the environment {prefix or '(none)'}; "
+                          "fixdnn writes files only inside the environment it repairs")
+
+
+def _safe_env_op(kind: str, kw: dict) -> None:
+    """The same promises env.toml keeps (no LD_PRELOAD, no empty or relative search-path entry),
+    checked when the plan is made, so a rule cannot plan what apply would refuse."""
+    from fixdnn.shell.envfile import EnvFileError, EnvOp
+
+    op = {"env-set": "set", "env-unset": "unset"}.get(kind, kind)
+    try:
+        EnvOp(op, kw.get("name") or "", kw.get("value") if op != "unset" else None)
+    except EnvFileError as exc:
+        raise RenderError(str(exc)) from None
 
 
 def _is_req(text: str) -> bool:

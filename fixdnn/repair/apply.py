@@ -190,9 +190,23 @@ def _empty_dir():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# pip options that would build from source, install somewhere else or read more requirements: never
+# passed, whatever the plan says (the planner's allow-list is the first line; this is the last).
+_REFUSED_PIP_ARGS = ("--no-binary", "-e", "--editable", "--target", "-t", "--prefix", "--root", "--user",
+                     "--src", "-r", "--requirement", "--no-build-isolation", "--use-pep517")
+
+
+def check_pip_args(action: Action) -> None:
+    for arg in action.pip_args:
+        if arg.split("=", 1)[0] in _REFUSED_PIP_ARGS:
+            raise ApplyError(f"pip option {arg!r} is refused: fixdnn installs exact pins from binary wheels "
+                             "into the target only; nothing changed")
+
+
 def check_pins(action: Action) -> list[str]:
     from packaging.requirements import InvalidRequirement, Requirement
 
+    check_pip_args(action)
     pins = []
     for text in action.packages:
         try:
@@ -405,6 +419,9 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
         elif action.kind == "write-file":
             if not action.path or not os.path.isabs(action.path):
                 raise ApplyError(f"write-file needs an absolute path, got {action.path!r}")
+            if not os.path.normpath(action.path).startswith(target.prefix.rstrip("/") + "/"):
+                raise ApplyError(f"write-file {action.path!r} is outside the environment {target.prefix}; "
+                                 "fixdnn writes files only inside the environment it repairs; nothing changed")
             item.writes = [action.path]
             item.needed = len((action.content or "").encode("utf-8", "surrogateescape"))
         for name in item.stash_names:
@@ -550,6 +567,8 @@ def apply_plan(plan: Plan, target: Target, *, verify: Callable[[], list[str]] | 
         bad = next(a for a in plan.actions if a.available is False)
         raise ApplyError(f"the plan cannot run: {bad.describe(target.python)} ({bad.check or 'unavailable'})")
     executable = [a for a in plan.actions if a.kind != "manual"]
+    for action in executable:
+        check_pip_args(action)  # before anything else runs, pip included
     if not executable:
         return Result(None, "nothing-to-do", manual=manual)
     prefix = target.prefix

@@ -50,6 +50,13 @@ _RESERVED = frozenset(
 )
 
 
+# Search-path variables: every entry of a value fixdnn sets must be an absolute directory (an empty or
+# relative entry makes the loader or Python search the current folder).
+SEARCH_PATHS = frozenset({"LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "LIBRARY_PATH", "CUDA_PATH", "CUDA_HOME"})
+# Variables fixdnn never sets or extends: each forces code into every process started from the shell.
+NEVER_SET = frozenset({"LD_PRELOAD", "LD_AUDIT", "PYTHONSTARTUP", "PYTHONHOME", "BASH_ENV", "ENV"})
+
+
 class EnvFileError(ValueError):
     """An env.toml that fixdnn refuses to load or write; the message is one line."""
 
@@ -85,6 +92,9 @@ class EnvOp:
                 return f"{label} must be text without NUL"
         if self.op == "unset":
             return None if self.value is None else "unset takes no value"
+        if self.name in NEVER_SET and self.op in ("set", "path-prepend"):
+            return ("fixdnn never sets this variable (it puts code into every process); a library to load "
+                    "first goes through the environment's in-process preload instead")
         if not isinstance(self.value, str):
             return "a value is required"
         if "\0" in self.value:
@@ -100,6 +110,12 @@ class EnvOp:
                 return f"directory {_one_line(self.value)} is relative; use an absolute path"
             if ":" in self.value:
                 return f"directory {_one_line(self.value)} contains ':', which splits path lists"
+        elif self.name in SEARCH_PATHS:
+            for entry in self.value.split(":"):
+                if not entry:
+                    return "has an empty entry (an empty entry means the current directory)"
+                if not entry.startswith("/"):
+                    return f"entry {_one_line(entry)} is relative; use absolute paths"
         return None
 
     def to_dict(self) -> dict[str, str]:
