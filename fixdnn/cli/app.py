@@ -408,7 +408,7 @@ def _apply_json(plan, facts_value, found, yes: bool, force_unproven: bool = Fals
     elif plan.actions:
         try:
             result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python),
-                                expect_head=head)
+                                expect_head=head, allow_outside=True)  # the plan said so; --yes given
         except LockError as exc:
             raise UsageError(str(exc)) from None
         except (ApplyError, TxnError) as exc:
@@ -501,7 +501,7 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict, force_unproven: bool
                 shown.update(f"{msg} (running)")
 
             result = apply_plan(plan, target, verify=verifier(plan, found, target.prefix, target.python),
-                                expect_head=head, on_event=event)
+                                expect_head=head, allow_outside=True, on_event=event)  # shown, confirmed
     except LockError as exc:
         raise UsageError(str(exc)) from None
     except (ApplyError, TxnError) as exc:

@@ -382,7 +382,8 @@ def _probe_writable(folder: str) -> str | None:
     return None
 
 
-def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | None = None) -> list[Prepared]:
+def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | None = None,
+            allow_outside: bool = False) -> list[Prepared]:
     """Dry-run every step and check permissions and room; raises ApplyError and changes nothing."""
     from fixdnn.shell.envfile import EnvFile, EnvFileError
     from fixdnn.shell.install import planned_writes
@@ -419,9 +420,9 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
         elif action.kind == "write-file":
             if not action.path or not os.path.isabs(action.path):
                 raise ApplyError(f"write-file needs an absolute path, got {action.path!r}")
-            if not os.path.normpath(action.path).startswith(target.prefix.rstrip("/") + "/"):
+            if not allow_outside and not os.path.normpath(action.path).startswith(target.prefix.rstrip("/") + "/"):
                 raise ApplyError(f"write-file {action.path!r} is outside the environment {target.prefix}; "
-                                 "fixdnn writes files only inside the environment it repairs; nothing changed")
+                                 "only a plan that says so and was confirmed may write there; nothing changed")
             item.writes = [action.path]
             item.needed = len((action.content or "").encode("utf-8", "surrogateescape"))
         for name in item.stash_names:
@@ -552,13 +553,15 @@ def _step(txn: Transaction, step: int, item: Prepared, target: Target, pip_base:
 
 
 def apply_plan(plan: Plan, target: Target, *, verify: Callable[[], list[str]] | None = None,
-               on_event: Callable[[str], None] | None = None, expect_head: str | None | type(...) = ...) -> Result:
+               on_event: Callable[[str], None] | None = None, expect_head: str | None | type(...) = ...,
+               allow_outside: bool = False) -> Result:
     """Run every executable action of ``plan`` in one transaction; verify; roll back on any failure.
 
     ``verify`` is called after the last step and returns the reasons the result is not acceptable
     (empty: accepted). ``expect_head`` is :func:`fixdnn.repair.transaction.head` when the plan was made: a
     newer transaction means the plan is stale and it is refused (LockError). Raises :class:`ApplyError`
-    (nothing changed) or :class:`fixdnn.repair.transaction.LockError`;
+    (nothing changed) or :class:`fixdnn.repair.transaction.LockError`. ``allow_outside``: the plan said it
+    writes outside the environment and the user confirmed it (otherwise such a write-file is refused);
     a failure after changes began is rolled back and returned as outcome ``failed-and-rolled-back``.
     """
     say = on_event or (lambda _msg: None)
@@ -587,7 +590,7 @@ def apply_plan(plan: Plan, target: Target, *, verify: Callable[[], list[str]] | 
         work = txnmod.env_state(prefix)  # made by EnvLock
         from fixdnn.model.actions import Plan as PlanType
 
-        prepared = prepare(PlanType(tuple(executable)), target, work, pip_base)
+        prepared = prepare(PlanType(tuple(executable)), target, work, pip_base, allow_outside)
         txn = Transaction.begin(prefix, {"python": target.python,
                                          "actions": [a.describe(target.python) for a in executable],
                                          "kinds": [a.kind for a in executable]})

@@ -44,8 +44,6 @@ CTX = context_mod.from_dict({"prefix": "/envs/e", "python": "/envs/e/bin/python"
     ({"kind": "pip-install", "packages": ["x==1"], "pip_args": ["--index-url=http://evil"]}, "not allowed"),
     ({"kind": "env-set", "name": "LD_PRELOAD", "value": "/x/evil.so"}, "never sets"),
     ({"kind": "env-set", "name": "LD_LIBRARY_PATH", "value": "/a::/b"}, "empty entry"),
-    ({"kind": "write-file", "path": "/home/u/.bashrc", "content": "x"}, "outside the environment"),
-    ({"kind": "write-file", "path": "/envs/e/../../etc/profile", "content": "x"}, "outside the environment"),
 ])
 def test_a_rule_cannot_plan_past_the_promises(action, why):
     with pytest.raises(RenderError, match=why):
@@ -53,6 +51,7 @@ def test_a_rule_cannot_plan_past_the_promises(action, why):
 
 
 def test_a_rule_can_still_write_inside_the_environment():
+    """(A write outside is said in the plan's notes, see test_plan; apply refuses it unless confirmed.)"""
     [a] = build_actions(_remedy({"kind": "write-file", "path": "/envs/e/etc/x.conf", "content": "x"}), {}, CTX, "s")
     assert a.path == "/envs/e/etc/x.conf"
 
@@ -63,6 +62,7 @@ def test_apply_refuses_what_the_planner_would_have(tmp_path):
     (prefix / "pyvenv.cfg").write_text("home = /usr/bin\n")
     target = Target(str(prefix), None, ())
     for plan, why in ((Plan((Action("write-file", path=str(tmp_path / "outside"), content="x"),)), "outside"),
+                      (Plan((Action("write-file", path=str(prefix / ".." / "outside"), content="x"),)), "outside"),
                       (Plan((Action("env-set", name="LD_PRELOAD", value="/x.so"),)), "never sets"),
                       (Plan((Action("pip-install", packages=("x==1",), pip_args=("--no-binary=:all:",)),)),
                        "refused")):
