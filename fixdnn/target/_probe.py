@@ -38,17 +38,44 @@ def _venv():
     return None, True
 
 
-def _pth_entries(sitedir, known, executes):
-    """Path entries the .pth files of ``sitedir`` add (site.addpackage), and lines that would run."""
-    added = []
+def _path_edits(line):
+    """``sys.path.insert(<int>, <str>)`` / ``sys.path.append(<str>)`` calls of an executable .pth line, as
+    (index or None, path), read with ``ast`` and never run (old easy-install.pth files put entries first
+    this way). Anything else in the line is only reported."""
+    import ast
+
+    try:
+        tree = ast.parse(line)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    edits = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        target = node.func.value
+        if not (isinstance(target, ast.Attribute) and target.attr == "path" and isinstance(target.value, ast.Name)
+                and target.value.id == "sys"):
+            continue
+        args = [a.value if isinstance(a, ast.Constant) else None for a in node.args]
+        if node.func.attr == "insert" and len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+            edits.append((args[0], args[1]))
+        elif node.func.attr == "append" and len(args) == 1 and isinstance(args[0], str):
+            edits.append((None, args[0]))
+    return edits
+
+
+def _add_pth_entries(sitedir, path, origins, known, executes, first):
+    """Apply the .pth files of ``sitedir`` to ``path`` as site.addpackage() would, without running any
+    of them: path lines are appended, executable lines are reported (and their literal sys.path
+    edits modelled). ``first``: where index 0 of the interpreter's own sys.path is in ``path``."""
     try:
         names = sorted(n for n in os.listdir(sitedir) if n.endswith(".pth") and not n.startswith("."))
     except OSError:
-        return added
+        return
     for name in names:
-        path = os.path.join(sitedir, name)
+        pth = os.path.join(sitedir, name)
         try:
-            with open(path, "rb") as fh:
+            with open(pth, "rb") as fh:
                 raw = fh.read(1 << 20)
         except OSError:
             continue
@@ -57,13 +84,21 @@ def _pth_entries(sitedir, known, executes):
             if not line or line.startswith("#") or not line.strip():
                 continue
             if line.startswith(("import ", "import\t")):
-                executes.append({"file": path, "line": number, "text": line.strip()[:200]})
+                executes.append({"file": pth, "line": number, "text": line.strip()[:200]})
+                for index, entry in _path_edits(line):
+                    entry = os.path.abspath(entry)
+                    if entry in known:
+                        continue
+                    known.add(entry)
+                    at = len(path) if index is None else min(first + max(index, 0), len(path))
+                    path.insert(at, entry)
+                    origins.insert(at, "pth")
                 continue
             entry = os.path.abspath(os.path.join(sitedir, line.rstrip()))
             if entry not in known and os.path.exists(entry):
                 known.add(entry)
-                added.append(entry)
-    return added
+                path.append(entry)
+                origins.append("pth")
 
 
 def _markers():
@@ -146,13 +181,12 @@ def main():
         if entry:
             add(entry, "stdlib")
     executes = []
+    first = 1 if origins and origins[0] == "cwd" else 0  # the folder joins sys.path after site ran
     for folder, origin in ([(user_site, "user-site")] if user_enabled and user_site else []) + \
             [(d, "site") for d in site_dirs]:
         if os.path.isdir(folder):
             add(folder, origin)
-            for entry in _pth_entries(folder, known, executes):
-                path.append(entry)
-                origins.append("pth")
+            _add_pth_entries(folder, path, origins, known, executes, first)
     for module in ("sitecustomize", "usercustomize"):
         for entry, origin in zip(path, origins):
             if origin == "cwd":

@@ -73,6 +73,7 @@ def test_sys_path_matches_what_a_plain_python_builds(tmp_path, environ):
     env = EnvBuilder(tmp_path / "venv").torch_cuda13()
     (tmp_path / "extra").mkdir()
     (env.site / "a.pth").write_text(f"{tmp_path / 'extra'}\n")
+    (env.site / "b.pth").write_text(f"import sys; sys.path.insert(0, {str(tmp_path / 'first')!r})\n")
     environ["PYTHONPATH"] = str(tmp_path / "pp")
     (tmp_path / "pp").mkdir()
     from fixdnn.target.host import Host
@@ -82,9 +83,9 @@ def test_sys_path_matches_what_a_plain_python_builds(tmp_path, environ):
     assert why is None
     real = subprocess.run([str(env.python), "-c", "import sys, json; print(json.dumps(sys.path))"],
                           capture_output=True, text=True, env=environ, cwd=tmp_path, check=True)
-    expected = [os.path.abspath(p) if p else str(tmp_path) for p in json.loads(real.stdout)]
-    assert data["sys_path"][1:] == expected[1:]  # [0]: the caller's folder, given to the probe
-    assert data["sys_path_origins"][:2] == ["cwd", "pythonpath"] and "pth" in data["sys_path_origins"]
+    expected = list(dict.fromkeys(os.path.abspath(p) if p else str(tmp_path) for p in json.loads(real.stdout)))
+    assert data["sys_path"][1:] == expected[1:], (data["sys_path"], expected)  # [0]: the caller's folder, given to the probe
+    assert data["sys_path_origins"][:3] == ["cwd", "pth", "pythonpath"] and data["sys_path_origins"][-1] == "pth"
 
 
 def _fake_python(tmp_path: Path, body: str, mode: int = 0o755) -> Path:
