@@ -99,7 +99,7 @@ function _fixdnn_hook_code -a _fixdnn_cur
         echo "fixdnn: not running $f: writable by others" >&2; return 1
     end
     set -g _fixdnn_code (cat -- "$f" | string collect); or return 1
-    set -l real (builtin realpath -- "$_fixdnn_cur" 2>/dev/null); or return 1
+    set -l real (builtin realpath -- "$_fixdnn_cur" 2>/dev/null | string collect); or return 1
     set -l rec "$_fixdnn_trust/"(printf '%s' "$real" | _fixdnn_sum)
     if not grep -qx "fish "(printf '%s' "$_fixdnn_code" | _fixdnn_sum) "$rec" 2>/dev/null
         echo "fixdnn: not running $f: fixdnn did not write it for you (run fixdnn apply there)" >&2
