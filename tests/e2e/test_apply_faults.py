@@ -1,15 +1,21 @@
 """Crash (SIGKILL) apply at every step boundary and at random points inside pip, then roll back:
-the environment must be byte-identical (sha256, modes, symlinks) to before. Also a crash mid-rollback."""
+the environment must be byte-identical (sha256, modes, symlinks) to before, with no fixdnn leftover in
+it and no process of the transaction still alive. Also a crash mid-rollback. The user's state folder
+sits on the environment's filesystem, or on another one (/dev/shm): a few points by default, every
+point with FIXDNN_TEST_BIG_MATRIX=1."""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_apply_kit import apply_in_child, cli_env, copy_venv, index_dir, run_py, tree
+from tests.e2e.test_apply_kit import apply_in_child, cli_env, copy_venv, index_dir, leftovers, run_py, tree
 
 PLAN = [
     {"kind": "pip-install", "packages": ["nvidia-cudnn-cu12==9.3.0.75", "cudnn-tool==2.0"]},
@@ -31,9 +37,44 @@ def _plan(prefix):
     return [{**a, "path": a["path"].format(prefix=prefix)} if "path" in a else a for a in PLAN]
 
 
-def _crash_then_rollback(tmp_path, crash: str, rollback_crash: str | None = None):
+BIG = bool(os.environ.get("FIXDNN_TEST_BIG_MATRIX"))
+OTHER_FS_BOUNDARIES = BOUNDARIES if BIG else ["1:stash", "1:done", "0:end"]
+OTHER_FS_PIP = range(PIP_POINTS) if BIG else range(2)
+
+
+@pytest.fixture()
+def other_fs_state(tmp_path):
+    """A state folder on another filesystem than the environment (tmpfs at /dev/shm)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem at /dev/shm")
+    folder = shm / f"fixdnn-faults-{os.getpid()}-{time.monotonic_ns()}"
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive_in(prefix: Path) -> list[str]:
+    """Processes (other than this one) whose command line names the environment: a pip or a helper
+    the crashed transaction left running."""
+    needle = os.fsencode(str(prefix))
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read()
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                zombie = fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if needle in cmd and not zombie:
+            shown = cmd.replace(b"\0", b" ").decode(errors="replace")[:120]
+            found.append(f"{pid}: {shown}")
+    return found
+
+
+def _crash_then_rollback(tmp_path, crash: str, rollback_crash: str | None = None, state: Path | None = None):
     prefix = copy_venv(tmp_path / "env 'x'")
-    env = cli_env(tmp_path / "state", index_dir())
+    env = cli_env(state or tmp_path / "state", index_dir())
     before = tree(prefix)
     proc = apply_in_child(prefix, _plan(prefix), {**env, "FIXDNN_TEST_CRASH_AT": crash})
     # Every crash point must fire: an apply that finishes (exit 0) means the hook never ran.
@@ -47,6 +88,11 @@ def _crash_then_rollback(tmp_path, crash: str, rollback_crash: str | None = None
     after = tree(prefix)
     diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not diff, f"crash at {crash}: differs: {diff[:8]}"
+    assert leftovers(prefix) == [], f"crash at {crash}: fixdnn left files in the environment"
+    deadline = time.monotonic() + 10  # the detached discarder of the stash may still be exiting
+    while _alive_in(prefix) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive_in(prefix) == [], f"crash at {crash}: processes outlived the transaction"
 
 
 @pytest.mark.parametrize("crash", BOUNDARIES)
@@ -64,3 +110,15 @@ def test_crash_inside_pip(tmp_path, item):
 @pytest.mark.parametrize("where", ["undo:3", "undo:2", "undo:1"])
 def test_crash_during_rollback_then_rerun(tmp_path, where):
     _crash_then_rollback(tmp_path, "0:end", rollback_crash=where)
+
+
+@pytest.mark.parametrize("crash", OTHER_FS_BOUNDARIES)
+def test_crash_at_step_boundary_state_on_another_filesystem(tmp_path, other_fs_state, crash):
+    _crash_then_rollback(tmp_path, crash, state=other_fs_state)
+
+
+@pytest.mark.parametrize("item", OTHER_FS_PIP)
+def test_crash_inside_pip_state_on_another_filesystem(tmp_path, other_fs_state, item):
+    delay = pip_delay(100 + item)
+    print(f"FIXDNN_TEST_SEED={SEED}: item {100 + item} kills pip after {delay} s (state on another filesystem)")
+    _crash_then_rollback(tmp_path, f"1:pip:{delay}", state=other_fs_state)
