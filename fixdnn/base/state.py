@@ -25,20 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fixdnn.base.atomic import write_atomic  # noqa: F401 - the one atomic write, also reached from here
-
-
-def state_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$FIXDNN_STATE_DIR``, else ``$XDG_STATE_HOME/fixdnn``, else ``~/.local/state/fixdnn`` (a relative
-    value is ignored, as the XDG spec asks)."""
-    env = os.environ if environ is None else environ
-    explicit = env.get("FIXDNN_STATE_DIR", "")  # an override for tests and unusual setups
-    if explicit and os.path.isabs(explicit):
-        return Path(explicit)
-    xdg = env.get("XDG_STATE_HOME", "")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "fixdnn"
-    home = env.get("HOME") or os.path.expanduser("~")
-    return Path(home) / ".local" / "state" / "fixdnn"
+from fixdnn.base.statedir import state_dir  # noqa: F401 - where it is (light: the shell hook needs it too)
 
 
 def env_key(prefix: str, root: str | os.PathLike | None = None) -> str:

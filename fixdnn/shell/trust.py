@@ -21,9 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fixdnn.base.atomic import write_atomic
-from fixdnn.base.state import state_dir
-
-FOLDER = "hook-trust"
+from fixdnn.base.statedir import HOOK_TRUST as FOLDER
+from fixdnn.base.statedir import state_dir
 
 
 def trust_dir(environ: Mapping[str, str] | None = None) -> Path:
