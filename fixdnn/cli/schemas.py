@@ -65,8 +65,10 @@ PLAN = obj({
 _TARGET = obj({
     "python": opt(STR), "python_version": opt(STR), "prefix": opt(STR),
     "kind": {"enum": ["venv", "conda", "system", "files"]},
-    "chosen_because": STR,
-}, doc="The environment diagnosed, and why that one (--python, VIRTUAL_ENV, the project's .venv, ...).")
+    "chosen_because": STR, "startup_code": arr(STR),
+}, doc="The environment diagnosed, and why that one (--python, VIRTUAL_ENV, the project's .venv, ...). "
+       "startup_code: what a plain python of it runs at every start (.pth import lines as file:line: text, "
+       "sitecustomize / usercustomize), read as text and never run by diagnosis.")
 
 _NEED = obj({"library": STR, "major": INT, "minimum": opt(STR), "pin": opt(STR), "source": STR, "wheel": opt(STR)})
 
