@@ -77,6 +77,8 @@ def load_toml(path: Path) -> tuple[dict, str]:
         raise RulesError(f"{path}:1: not UTF-8 text") from None
     try:
         return tomllib.loads(text), text
+    except RecursionError:  # tomllib recurses once per nesting level: 20,000 '[' is not a rule
+        raise RulesError(f"{path}:1: invalid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\(at line (\d+), column \d+\)", msg)

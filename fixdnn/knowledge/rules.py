@@ -263,6 +263,12 @@ def _check_when(where: str, when: Any, roots: set[str]) -> dict:
     return dict(when)
 
 
+def _kind(value: object) -> str:
+    """A TOML value's kind in words, for "expected X, got Y"."""
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
 def _remedies_from(path: Path, known: set[str] | None) -> list[Remedy]:
     data, text = load_toml(path)
     lines = _Lines(text)
@@ -275,6 +281,13 @@ def _remedies_from(path: Path, known: set[str] | None) -> list[Remedy]:
     out = []
     for i, row in enumerate(rows):
         at = f"{path}:{lines.entry(i)}"
+        if not isinstance(row, dict):
+            raise RulesError(f"{at}: remedy #{i + 1}: expected a table ([[remedy]]), got {_kind(row)}")
+        for key, kind in (("id", str), ("symptom", str), ("reason", str), ("actions", list), ("when", dict),
+                          ("priority", int)):
+            if key in row and (not isinstance(row[key], kind) or (kind is int and isinstance(row[key], bool))):
+                raise RulesError(f"{path}:{lines.key(i, key)}: {key}: expected {_kind(kind())}, "
+                                 f"got {_kind(row[key])}")
         for key in ("id", "symptom", "reason", "actions", "case"):
             if key not in row:
                 what = "example cases ([[remedy.case]])" if key == "case" else f"key {key!r}"
