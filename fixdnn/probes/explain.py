@@ -42,11 +42,74 @@ def _compiled(sig: ErrorSignature) -> re.Pattern:
     return re.compile(sig.regex, re.M)
 
 
+REGEX_SECONDS = 5.0  # a user's signature gets this long on one text
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """What match_text keeps of a re.Match (the same for a shipped regex and a bounded user one)."""
+
+    span: tuple[int, int]
+    groups: dict
+
+    def start(self) -> int:
+        return self.span[0]
+
+    def end(self) -> int:
+        return self.span[1]
+
+    def groupdict(self) -> dict:
+        return self.groups
+
+
+_CHILD = """import json, re, sys
+job = json.loads(sys.stdin.read())
+out = {}
+for sid, rx in job["sigs"]:
+    out[sid] = [[m.start(), m.end(), m.groupdict()] for m in re.compile(rx, re.M).finditer(job["text"])]
+sys.stdout.write(json.dumps(out))
+"""
+
+
+def _bounded(sigs: list[ErrorSignature], text: str) -> dict[str, list[_Hit]]:
+    """Run user-written regexes in a child with a time limit: Python's re cannot be interrupted, and a
+    pattern that backtracks catastrophically must cost five seconds and one line, not a hung fixdnn."""
+    import json
+    import subprocess
+    import sys
+
+    job = json.dumps({"sigs": [[s.id, s.regex] for s in sigs], "text": text})
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD], input=job, capture_output=True, text=True,
+                              timeout=REGEX_SECONDS, cwd="/")
+        data = json.loads(proc.stdout)
+    except subprocess.TimeoutExpired:
+        from fixdnn.knowledge.compat import RulesError
+
+        where = ", ".join(f"{s.id} ({s.source})" for s in sigs)
+        raise RulesError(f"a user error signature took over {REGEX_SECONDS:g} s on this text (a regex that "
+                         f"backtracks catastrophically?): {where}; fix or remove it") from None
+    except ValueError:
+        data = {}
+    return {sid: [_Hit((a, b), g) for a, b, g in hits] for sid, hits in data.items()}
+
+
+def _hits(signatures: Iterable[ErrorSignature], text: str) -> dict[str, tuple[ErrorSignature, list]]:
+    from fixdnn.knowledge.compat import rules_dir
+
+    shipped = str(rules_dir()) + "/"
+    sigs = list(signatures)
+    users = [s for s in sigs if not s.source.startswith(shipped)]
+    bounded = _bounded(users, text) if users else {}
+    return {s.id: (s, bounded.get(s.id, []) if s in users else
+                   [_Hit(m.span(), m.groupdict()) for m in _compiled(s).finditer(text)]) for s in sigs}
+
+
 def match_text(text: str, signatures: Iterable[ErrorSignature]) -> list[Match]:
     """Every signature found in ``text``, in the order of first appearance."""
     text = clean(text)
     starts = [0] + [m.end() for m in re.finditer("\n", text)]
-    hits_of = {sig.id: (sig, list(_compiled(sig).finditer(text))) for sig in signatures}
+    hits_of = _hits(signatures, text)
     spans = [(h.start(), h.end(), sid) for sid, (_sig, hits) in hits_of.items() for h in hits]
     found = []
     for sid, (sig, hits) in hits_of.items():
@@ -65,7 +128,7 @@ def match_text(text: str, signatures: Iterable[ErrorSignature]) -> list[Match]:
     return found
 
 
-def _inside_longer(hit: re.Match, sid: str, spans: list[tuple[int, int, str]]) -> bool:
+def _inside_longer(hit: _Hit, sid: str, spans: list[tuple[int, int, str]]) -> bool:
     """True when another signature's match covers this one and is longer: the more specific one wins."""
     return any(other != sid and start <= hit.start() and hit.end() <= end and end - start > hit.end() - hit.start()
                for start, end, other in spans)

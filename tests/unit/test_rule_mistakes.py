@@ -25,3 +25,19 @@ def test_each_mistake_is_one_line_with_file_and_line(tmp_path, body, where):
     with pytest.raises(RulesError) as err:
         load_rules([tmp_path], include_user=False)
     assert str(err.value) == f"{path}{where}"
+
+
+def test_a_user_regex_that_backtracks_costs_seconds_and_one_line(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "errors.toml").write_text(
+        '[[error]]\nid = "U01"\nframeworks = ["torch"]\nregex = \'^(a+)+$\'\nsymptoms = ["cudnn-missing"]\n'
+        'cause = "c"\nfix = "f"\nexamples = [\'aaaa\']\n')
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "fixdnn", "--rules", str(tmp_path), "explain", "a" * 40 + "b"],
+                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert time.monotonic() - start < 60
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "U01" in proc.stderr and "backtracks" in proc.stderr
