@@ -25,6 +25,11 @@ class UsageError(Exception):
     """A problem with what the user asked for: reported in one line, exit 2."""
 
 
+
+def one_line(text: str) -> str:
+    """A message as one line: a path with a newline (or a carriage return) is printed escaped."""
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
 def _options(ctx: typer.Context) -> dict:
     return ctx.obj if isinstance(ctx.obj, dict) else {}
 
@@ -505,7 +510,7 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict, force_unproven: bool
     except LockError as exc:
         raise UsageError(str(exc)) from None
     except (ApplyError, TxnError) as exc:
-        sys.stderr.write(f"fixdnn: {exc}\n")
+        sys.stderr.write(f"fixdnn: {one_line(str(exc))}\n")
         return 1
     for text in result.manual:
         out.write(f"manual step (not done by fixdnn): {text}\n")
@@ -517,7 +522,7 @@ def _apply(plan, facts_value, found, yes: bool, opts: dict, force_unproven: bool
         return 0
     if result.outcome == "nothing-to-do":
         return 1 if any(s.severity == "error" for s in found) else 0
-    sys.stderr.write(f"fixdnn: {result.reason}; rolled back transaction {result.txn_id}, nothing changed\n")
+    sys.stderr.write(f"fixdnn: {one_line(result.reason)}; rolled back transaction {result.txn_id}, nothing changed\n")
     return 1
 
 
@@ -842,13 +847,13 @@ def run(argv: list[str]) -> int:
         return 130
     except Exception as exc:  # click's own usage errors, and our bugs: one line, never a traceback
         if _is_ours(exc):
-            sys.stderr.write(f"fixdnn: {exc}\n")
+            sys.stderr.write(f"fixdnn: {one_line(str(exc))}\n")
             return 2
         # click's usage errors (typer vendors click privately): known by their interface, not their class
         if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            sys.stderr.write(f"fixdnn: {exc.format_message()}\n")
+            sys.stderr.write(f"fixdnn: {one_line(exc.format_message())}\n")
             return 2
-        sys.stderr.write(f"fixdnn: internal error: {exc.__class__.__name__}: {exc} "
+        sys.stderr.write(f"fixdnn: internal error: {exc.__class__.__name__}: {one_line(str(exc))} "
                          "(please report it with 'fixdnn facts' output)\n")
         return 2
     return code if isinstance(code, int) else 0

@@ -203,3 +203,10 @@ def test_fifo_named_cudnn_version_header_never_hangs(tmp_path, environ):
     _fifo_instead_of(env.cudnn_lib.parent / "include" / "cudnn_version.h")
     proc = fixdnn(["--python", str(env.python), "--json"], environ, timeout=60)
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_path_with_a_newline_stays_one_line(tmp_path, environ):
+    bad = str(tmp_path / "no\nsuch env")
+    for args in (["--prefix", bad], ["--python", bad], ["--prefix", bad, "rollback"]):
+        line = one_line_error(fixdnn(args, environ))
+        assert "no\\nsuch env" in line, line
