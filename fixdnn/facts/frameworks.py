@@ -297,7 +297,10 @@ def _paddle(host: Host, dist: Distribution, compat: Compat, env: dict[str, str])
     except HostError as exc:
         return Framework("paddle", dist.name, dist.version, False, None, (), None, "dlopen"), \
             [Unknown(f"{base}/version/__init__.py", exc.reason)]
-    gpu = str(values.get("with_gpu", "")).upper() == "ON"
+    if "with_gpu" in values:
+        gpu = str(values["with_gpu"]).upper() == "ON"
+    else:  # 2.x files have no with_gpu: a CPU build writes cuda_version = 'False'
+        gpu = str(values.get("cuda_version", ""))[:1].isdigit()
     if not gpu:
         return Framework("paddle", dist.name, dist.version, False, None, (), None, "dlopen",
                          ("CPU build: convolutions use oneDNN, no cuDNN needed",)), []

@@ -97,6 +97,26 @@ def test_paddle_healthy_loads_its_wheel_by_full_path(tmp_path, environ):
     assert [n for n in names(symptoms) if n.startswith("cudnn")] == []
 
 
+def test_paddle_2x_without_with_gpu_is_still_a_gpu_build(tmp_path, environ):
+    """Seen on the real paddlepaddle-gpu 2.6.2 wheel: its generated version file has no ``with_gpu`` line,
+    only ``cuda_version = '11.8'`` / ``cudnn_version = '8.6.0'`` (a CPU build writes 'False'). Taking it
+    for a CPU build hid that no cuDNN 8 is anywhere."""
+    env = EnvBuilder(tmp_path / "venv")
+    add_paddle_gpu(env, "2.6.2", cuda="11.8", cudnn="8.6.0", pip_libraries=False, with_gpu_line=False)
+    facts, symptoms = run_diagnosis(env.python, environ)
+    paddle = fw(facts, "paddle")
+    assert paddle.gpu_build and paddle.cuda == "11.8"
+    assert next(n for n in paddle.needs if n.library == "cudnn").major == 8
+    assert "cudnn-missing" in names(symptoms, "error")
+
+
+def test_paddle_2x_cpu_build_twin(tmp_path, environ):
+    env = EnvBuilder(tmp_path / "venv")
+    add_paddle_gpu(env, "2.6.2", cuda="False", cudnn="False", pip_libraries=False, with_gpu_line=False)
+    facts, symptoms = run_diagnosis(env.python, environ)
+    assert not fw(facts, "paddle").gpu_build and names(symptoms, "error") == []
+
+
 def test_paddle_full_path_load_beats_an_old_ld_library_path(tmp_path, environ):
     env = paddle_env(tmp_path)
     environ["LD_LIBRARY_PATH"] = str(stray_cudnn(tmp_path / "old", "8.9.7"))
