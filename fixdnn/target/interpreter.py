@@ -87,9 +87,28 @@ def project_venv(host: Host, start: str) -> str | None:
         here = parent
 
 
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the user's folder was removed under them
+        return "/"
+
+
+def _absolute(path: str | None, here: str) -> str | None:
+    """``env/bin/python`` as the user meant it, from their folder (symlinks kept: a venv's python is one)."""
+    if not path or path.startswith("/"):
+        return path
+    return os.path.normpath(os.path.join(here, path))
+
+
 def choose_target(host: Host, spec: TargetSpec, cwd: str | None = None) -> Choice:
     """Which environment: --python, --prefix, the active venv / conda env, the project's .venv (from
     ``cwd`` up), else the python3 on PATH. The interpreter may be None (files only)."""
+    here = cwd if cwd is not None else _cwd()
+    if host.root is None:
+        # Subprocesses of the target run from a private empty folder: a relative path is the user's.
+        python = spec.python if not spec.python or "/" not in spec.python else _absolute(spec.python, here)
+        spec = TargetSpec(python, _absolute(spec.prefix, here))
     if spec.python:
         python = spec.python
         if "/" not in python:
@@ -116,7 +135,6 @@ def choose_target(host: Host, spec: TargetSpec, cwd: str | None = None) -> Choic
         prefix = host.env(var)
         if prefix and host.is_dir(prefix):
             return Choice(_python_in(host, prefix), prefix, f"{var} is set ({what})")
-    here = cwd if cwd is not None else os.getcwd()
     venv = project_venv(host, here)
     if venv is not None:
         where = "the current folder" if venv in (here, f"{here.rstrip('/')}/.venv") else "a parent folder"

@@ -122,6 +122,16 @@ def test_project_venv_is_found_from_a_subfolder_as_uv_does(tmp_path, environ):
         in text.stdout
 
 
+def test_relative_python_and_prefix_mean_the_users_folder(tmp_path, environ):
+    """The probe runs from a private empty folder; `--python env/bin/python` is still the user's env."""
+    env = EnvBuilder(tmp_path / "work" / "env")
+    env.add_torch("2.13.0+cpu", cuda=None)
+    for args in (["--python", "env/bin/python"], ["--prefix", "env"], ["--python", "./env/bin/../bin/python"]):
+        proc = fixdnn(args + ["--json"], environ, cwd=tmp_path / "work")
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert json.loads(proc.stdout)["target"]["prefix"] == str(env.prefix), args
+
+
 def test_an_active_environment_wins_over_the_project_venv(tmp_path, environ):
     project = tmp_path / "project"
     EnvBuilder(project / ".venv")
