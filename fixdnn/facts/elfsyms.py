@@ -59,7 +59,7 @@ class Needs:
 
     versions: tuple[tuple[str, bool], ...]  # (version name, weak)
     symbols: tuple[tuple[str, str], ...]  # (undefined non-weak symbol, version name)
-    first_use: dict[tuple[str, str], int] = field(default_factory=dict)  # symbol -> its first relocation
+    indexes: dict[tuple[str, str], int] = field(default_factory=dict)  # symbol -> its .dynsym index
 
 
 class _Elf:
@@ -248,11 +248,23 @@ def version_needs(host: Host, path: str, provider_soname: str) -> Needs | None:
                 name, info, shndx = elf.symbol(dynsym, index)
                 if shndx == 0 and info >> 4 != STB_WEAK:
                     symbols[index] = (elf.string(strtab, name), needs[ndx & 0x7FFF][0])
-        order = elf.relocation_order(set(symbols), elf.sections.index(dynsym) if dynsym else -1)
-        first_use = {symbols[i]: n for i, n in order.items()}
-        return Needs(tuple(sorted(set(needs.values()))), tuple(sorted(set(symbols.values()))), first_use)
+        indexes = {symbol: index for index, symbol in symbols.items()}
+        return Needs(tuple(sorted(set(needs.values()))), tuple(sorted(set(symbols.values()))), indexes)
 
     return _answer(host, path, question)
+
+
+def first_uses(host: Host, path: str, indexes: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    """For each symbol (given with its .dynsym index): the position of its first dynamic relocation in
+    ``path``, in the order ld.so binds them. Read only when a symbol is missing: the first one names the
+    loader's error. Empty when it cannot be read."""
+
+    def question(elf: _Elf) -> dict[tuple[str, str], int]:
+        dynsym = elf.first(SHT_DYNSYM)
+        order = elf.relocation_order(set(indexes.values()), elf.sections.index(dynsym) if dynsym else -1)
+        return {symbol: order[i] for symbol, i in indexes.items() if i in order}
+
+    return _answer(host, path, question) or {}
 
 
 def version_defs(host: Host, path: str) -> tuple[str, ...] | None:

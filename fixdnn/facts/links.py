@@ -69,8 +69,10 @@ def check_binding(host: Host, requester: str, soname: str, provider: str) -> Lin
     if answers is None:
         return LinkCheck(requester, soname, provider, unknown=f"cannot look up symbols in {provider}")
     # In the order ld.so binds them, so the first one is the one its error names.
-    first = sorted((key for key, ok in answers.items() if not ok),
-                   key=lambda key: (needs.first_use.get(key, 1 << 62), key))
+    absent = [key for key, ok in answers.items() if not ok]
+    used = elfsyms.first_uses(host, requester, {k: needs.indexes[k] for k in absent if k in needs.indexes}) \
+        if absent else {}
+    first = sorted(absent, key=lambda key: (used.get(key, 1 << 62), key))
     missing = [f"{name}@{version}" for name, version in first]
     return LinkCheck(requester, soname, provider, missing_symbols=tuple(missing[:SHOWN_SYMBOLS]),
                      missing_count=len(missing))
