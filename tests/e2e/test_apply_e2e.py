@@ -278,3 +278,24 @@ def test_no_deps_install_runs_in_hash_checking_mode(world):
     assert version_of(prefix) == ["nvidia_cudnn_cu12-9.3.0.75.dist-info"]
     req = transactions(prefix)[-1].folder / "step-1.requirements.txt"
     assert req.read_text() == f"{pin} --hash=sha256:{_sha256(wheel)}\n"
+
+
+def test_cached_template_outlives_the_venv_running_the_suite(tmp_path):
+    """The template venvs are cached across runs and checkouts: their interpreter must be the base Python, not
+    the running venv's (Python 3.10 points a venv made from a venv at the latter), and a cached template
+    whose interpreter is gone is rebuilt, not copied into thirty failing tests."""
+    from tests.e2e.test_apply_kit import _template_usable, template_venv
+
+    link = template_venv() / "bin/python"
+    python = link.resolve()
+    assert python.is_file()
+    if sys.prefix != sys.base_prefix:
+        assert not Path(os.readlink(link)).is_relative_to(sys.prefix), os.readlink(link)
+    stale = tmp_path / "template"
+    (stale / "bin").mkdir(parents=True)
+    (stale / ".complete").write_text("")
+    (stale / "bin/python").symlink_to(tmp_path / "deleted-venv/bin/python")
+    assert not _template_usable(stale)
+    (stale / "bin/python").unlink()
+    (stale / "bin/python").symlink_to(python)
+    assert _template_usable(stale)

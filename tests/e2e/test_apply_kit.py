@@ -19,7 +19,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import venv
 import zipfile
 from pathlib import Path
 
@@ -142,16 +141,30 @@ def _outer_pip(python: Path, env: dict, *args: str) -> None:
                    capture_output=True)
 
 
+def _base_python() -> str:
+    """The interpreter the running venv was made from. Python 3.10's ``sys._base_executable`` inside a venv is
+    the venv's own ``bin/python``: a cached template made from it would point into a venv that a later run
+    (another checkout, a CI clone since deleted) no longer has."""
+    named = Path(sys.base_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
+    return str(named) if named.is_file() else getattr(sys, "_base_executable", sys.executable)
+
+
+def _template_usable(folder: Path) -> bool:
+    """Complete, and its interpreter still there (the cache outlives the checkouts that use it)."""
+    return (folder / ".complete").exists() and (folder / "bin/python").resolve().is_file()
+
+
 def template_venv(kind: str = "cudnn910") -> Path:
     """A venv (no pip) with nvidia-cudnn-cu12 9.1.0.70 and cudnn-tool 1.0 installed; built once."""
     folder = CACHE / f"template-{kind}"
-    if (folder / ".complete").exists():
+    if _template_usable(folder):
         return folder
     with _building(f"template-{kind}"):
-        if (folder / ".complete").exists():
+        if _template_usable(folder):
             return folder
         shutil.rmtree(folder, ignore_errors=True)
-        venv.EnvBuilder(with_pip=False, symlinks=True).create(folder)
+        subprocess.run([_base_python(), "-m", "venv", "--without-pip", "--symlinks", str(folder)], check=True,
+                       capture_output=True)
         env = pip_environ(index_dir())
         if kind == "cudnn910":
             _outer_pip(folder / "bin/python", env, "install", "nvidia-cudnn-cu12==9.1.0.70", "cudnn-tool==1.0")
