@@ -235,7 +235,7 @@ def lock_command(
     output: str = typer.Option(..., "--output", "-o", metavar="FILE", help="Lockfile to write (conda-lock format, e.g. conda-lock.yml)."),
 ) -> None:
     """Write the environment's conda and pip packages as a conda-lock lockfile (needs fixdnn[conda])."""
-    from fixdnn.facts.lockfile import CondaLockMissing, LockfileError, available
+    from fixdnn.facts.lockfile import LockfileError, available
     from fixdnn.repair.lockwrite import write
 
     opts = _options(ctx)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import ast
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from fixdnn.model.facts import Facts
+from fixdnn.target import ownpip
 
 
 @dataclass(frozen=True)
@@ -280,12 +280,6 @@ def _pip_is_recent(facts: Facts) -> bool:
     return release[:2] >= MIN_TARGET_PIP
 
 
-def _own_pip() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("pip") is not None
-
-
 def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Context:
     """The context for planning. ``host`` is asked about pip config and uv; without it nothing is run."""
     from fixdnn.facts.markers import wheel_tags
@@ -299,10 +293,12 @@ def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Con
         uv = shutil.which("uv", path=host.env("PATH", os.defpath))
         if uv:
             installer, argv = "uv", (uv, "pip")
-    if installer == "none" and host is not None and host.root is None and t.python and _own_pip():
-        # A target without pip (or with a pip too old for --dry-run --report) is driven by fixdnn's own
-        # pip (pip >= 22.3 installs into --python T), exactly as fixdnn.repair.apply runs it.
-        installer, argv = "pip", (sys.executable, "-m", "pip", "--python", t.python)
+    own = ownpip.argv_for(t.python) if installer == "none" and host is not None and host.root is None and t.python \
+        else None
+    if own:
+        # A target without pip (or with a pip too old for --dry-run --report) is driven by fixdnn's own pip,
+        # exactly as fixdnn.repair.apply runs it.
+        installer, argv = "pip", own
     pip = read_pip_config(host, argv if installer == "pip" else ()) if host is not None else PipConfig()
     constraints = read_constraints(host, pip.constraints) if host is not None else ()
     return Context(

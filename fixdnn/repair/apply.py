@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,10 +142,11 @@ def pip_command(target: Target) -> list[str]:
         raise ApplyError("the target has no Python interpreter; pip steps cannot run")
     if any(os.path.isdir(os.path.join(site, "pip")) for site in target.site_dirs):
         return [py, "-m", "pip"]
-    import importlib.util
+    from fixdnn.target import ownpip
 
-    if importlib.util.find_spec("pip") is not None:
-        return [sys.executable, "-m", "pip", "--python", py]
+    own = ownpip.argv_for(py)
+    if own:
+        return list(own)
     uv = shutil.which("uv")
     if uv:
         return [uv, "pip", "--python", py]  # uv takes --python after the subcommand; see _pip_argv

@@ -299,3 +299,20 @@ def test_cached_template_outlives_the_venv_running_the_suite(tmp_path):
     (stale / "bin/python").unlink()
     (stale / "bin/python").symlink_to(python)
     assert _template_usable(stale)
+
+
+@pytest.mark.parametrize("runner", [True, False], ids=["runner", "pip --python"])
+def test_own_pip_installs_into_a_pip_less_target(tmp_path, monkeypatch, runner):
+    """Both ways of running fixdnn's own pip for a target without one install into the target, not here."""
+    from fixdnn.target import ownpip
+
+    if not runner:
+        monkeypatch.setattr(ownpip, "runner", lambda: None)
+    prefix = copy_venv(tmp_path / HOSTILE)
+    argv = ownpip.argv_for(str(prefix / "bin/python"))
+    assert (argv[0] == str(prefix / "bin/python")) is runner
+    proc = subprocess.run([*argv, "install", "--quiet", "cudnn-tool==2.0"], env=cli_env(tmp_path / "s", index_dir()),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert version_of(prefix, "cudnn_tool") == ["cudnn_tool-2.0.dist-info"]
+    assert not (prefix / "lib" / "pip").exists() and not any(site_of(prefix).glob("pip*"))

@@ -1,8 +1,8 @@
 """Shared kit for the apply/rollback tests (no tests here): tiny wheels, a local index, template venvs.
 
 Choice of installer: target venvs are created **without pip** (``venv --without-pip``: 0.1 s instead of
-3 s) and fixdnn drives them with its own pip via ``pip --python <target>`` (pip >= 22.3), which is the
-executor's path for pip-less targets. pip reads the local folder index from ``PIP_NO_INDEX`` /
+3 s) and fixdnn drives them with its own pip (``<target python> <pip>/__pip-runner__.py``, what ``pip --python``
+runs), which is the executor's path for pip-less targets. pip reads the local folder index from ``PIP_NO_INDEX`` /
 ``PIP_FIND_LINKS`` in the environment, with ``PIP_CONFIG_FILE=/dev/null`` and every other ``PIP_*``
 stripped, so the machine's own pip configuration never leaks in.
 """
@@ -155,7 +155,8 @@ def _template_usable(folder: Path) -> bool:
 
 
 def template_venv(kind: str = "cudnn910") -> Path:
-    """A venv (no pip) with nvidia-cudnn-cu12 9.1.0.70 and cudnn-tool 1.0 installed; built once."""
+    """A venv with nvidia-cudnn-cu12 9.1.0.70 and cudnn-tool 1.0 installed; built once. ``cudnn910``: no pip;
+    ``cudnn910-pip``: with the interpreter's bundled pip (ensurepip costs 3 s: copying it 0.2 s)."""
     folder = CACHE / f"template-{kind}"
     if _template_usable(folder):
         return folder
@@ -163,10 +164,11 @@ def template_venv(kind: str = "cudnn910") -> Path:
         if _template_usable(folder):
             return folder
         shutil.rmtree(folder, ignore_errors=True)
-        subprocess.run([_base_python(), "-m", "venv", "--without-pip", "--symlinks", str(folder)], check=True,
-                       capture_output=True)
+        with_pip = kind.endswith("-pip")
+        subprocess.run([_base_python(), "-m", "venv", "--symlinks", *(() if with_pip else ("--without-pip",)),
+                        str(folder)], check=True, capture_output=True)
         env = pip_environ(index_dir())
-        if kind == "cudnn910":
+        if kind.startswith("cudnn910"):
             _outer_pip(folder / "bin/python", env, "install", "nvidia-cudnn-cu12==9.1.0.70", "cudnn-tool==1.0")
         (folder / ".complete").write_text("")
     return folder

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import os
 import subprocess
 import sys
@@ -114,11 +115,12 @@ def test_target_without_pip_is_driven_by_fixdnns_pip_and_the_json_api(index, tmp
     env.add_cuda_wheels(13)
     proc = run(["--python", str(env.python), "--dry-run", "--json"], tmp_path, PIP_INDEX_URL=index.url)
     plan = json.loads(proc.stdout)["plan"]
-    # The target has no pip: fixdnn's own pip installs into it with --python (as apply does), and the
-    # pin is checked that way.
+    # The target has no pip: the target's interpreter runs fixdnn's own pip (as apply does), and the pin is
+    # checked that way.
     [step] = [a for a in plan["actions"] if a["kind"] == "pip-install"]
     assert step["available"] is True, step
-    assert "--python" in step["command"] and str(env.python) in step["command"]
+    python, runner, *rest = shlex.split(step["command"])
+    assert python == str(env.python) and runner.endswith("/pip/__pip-runner__.py") and rest[0] == "install"
     # Without any installer (e.g. under --root), the configured index's JSON API answers instead.
     from fixdnn.plan.availability import check_with_index
     from fixdnn.plan.context import Context, PipConfig

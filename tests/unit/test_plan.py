@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from pathlib import Path
+
+import pip
 
 from fixdnn.knowledge import compat as compat_mod
 from fixdnn.plan import context as context_mod
@@ -272,9 +275,8 @@ expect = [{ kind = "write-file" }, { kind = "write-file" }]
 
 
 def test_a_target_pip_too_old_for_dry_run_is_replaced_by_fixdnns_own(torch_env, environ):
-    """pip < 22.2 has no `install --dry-run --report`: fixdnn's own pip drives the target with --python."""
-    import sys
-
+    """pip < 22.2 has no `install --dry-run --report`: fixdnn's own pip drives the target (its runner file, run
+    by the target's interpreter: what `pip --python` itself runs, minus one pip start-up)."""
     from fixdnn.target.host import Host
 
     (torch_env.site / "pip").mkdir()
@@ -284,7 +286,18 @@ def test_a_target_pip_too_old_for_dry_run_is_replaced_by_fixdnns_own(torch_env, 
     assert facts.target.has_pip is True
     ctx = context_mod.build(facts, Host(environ=environ), compat=COMPAT)
     assert ctx.installer == "pip"
-    assert ctx.installer_argv == (sys.executable, "-m", "pip", "--python", str(torch_env.python))
+    python, runner = ctx.installer_argv
+    assert python == str(torch_env.python)
+    assert Path(runner).name == "__pip-runner__.py" and Path(runner).parent == Path(pip.__file__).parent
+
+
+def test_a_pip_without_its_runner_file_is_run_with_python_option(monkeypatch):
+    import sys
+
+    from fixdnn.target import ownpip
+
+    monkeypatch.setattr(ownpip, "runner", lambda: None)
+    assert ownpip.argv_for("/env/bin/python") == (sys.executable, "-m", "pip", "--python", "/env/bin/python")
 
 
 def test_each_change_says_where_it_lives_and_what_it_reaches():
