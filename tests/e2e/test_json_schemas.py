@@ -111,9 +111,7 @@ def test_lock_apply_history_rollback(tmp_path):
     from tests.e2e.test_apply_kit import cli_env, copy_venv, index_dir, site_of
 
     env = cli_env(tmp_path / "state", index_dir())
-    prefix = copy_venv(tmp_path / "venv")
-    subprocess.run([str(prefix / "bin/python"), "-m", "ensurepip", "--default-pip"], env=env, check=True,
-                   capture_output=True, timeout=300)
+    prefix = copy_venv(tmp_path / "venv", "cudnn910-pip")
     python = str(prefix / "bin/python")
     lock = tmp_path / "conda-lock.yml"
     locked = valid(run(["lock", "--python", python, "-o", str(lock), "--json"], env).stdout, "fixdnn.lock/1")
