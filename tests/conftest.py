@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.envkit.env import EnvBuilder
 from tests.envkit.machine import SYSTEM_ROOT_VAR, Machine, hermetic_environ
 
 _BARE: list[str] = []
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
 def pytest_configure(config):
@@ -30,6 +32,13 @@ def pytest_configure(config):
         _BARE.append(tempfile.mkdtemp(prefix="fixdnn-machine-"))
         Machine(Path(_BARE[0]))
         os.environ[SYSTEM_ROOT_VAR] = _BARE[0]
+        # fixdnn's per-user state (integrity caches, journals) of in-process diagnoses, and of every child
+        # started with a copy of this environment: the session's own, never the user's ~/.local/state.
+        os.environ["FIXDNN_STATE_DIR"] = str(Path(_BARE[0], "user-state"))
+        # A PATH of this interpreter's folder and the system folders, not the shell's: what a test's children
+        # find (pip, shells, gcc) does not depend on the user's tool managers. pip also runs `rustc --version`
+        # for its user agent in every session: through rustup's proxy that is 0.3 s a pip call.
+        os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), *SYSTEM_PATH])
 
 
 def pytest_report_header(config):

@@ -74,20 +74,11 @@ class Shell:
         return self.source(f'"${venv_var}/bin/activate.fish"' if self.fish else f'"${venv_var}/bin/activate"')
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_state(tmp_path_factory: pytest.TempPathFactory):
-    """fixdnn's per-user state (the hook's trust records written by ``install``) in a private folder,
-    shared by the in-process installs and the ``fixdnn hook`` the shells run (see base_env)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FIXDNN_STATE_DIR", str(tmp_path_factory.mktemp("fixdnn-state")))
-        yield
-
-
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {
-        "FIXDNN_STATE_DIR": os.environ["FIXDNN_STATE_DIR"],
+        "FIXDNN_STATE_DIR": os.environ["FIXDNN_STATE_DIR"],  # the session's own (tests/conftest.py)
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
         "LANG": "C.UTF-8",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 from fixdnn.base import state
 
@@ -45,3 +46,20 @@ def test_write_atomic_replaces_and_leaves_no_temp(tmp_path):
     assert target.read_bytes() == b"new"
     assert target.stat().st_ino != inode  # a rename, not an in-place rewrite
     assert os.listdir(tmp_path) == ["f.json"]
+
+
+def test_the_suite_keeps_fixdnns_state_out_of_the_users_home(tmp_path):
+    """A diagnosis given a minimal environment (no HOME) writes its integrity cache to the state folder of
+    fixdnn's own environment, which the session points at its own machine folder (tests/conftest.py): never
+    the user's ~/.local/state."""
+    from fixdnn.base.statedir import state_dir
+    from tests.conftest import run_diagnosis
+    from tests.envkit.env import EnvBuilder
+    from tests.envkit.machine import SYSTEM_ROOT_VAR
+
+    session = Path(os.environ[SYSTEM_ROOT_VAR])
+    assert state_dir().is_relative_to(session)
+    env = EnvBuilder(tmp_path / "venv").torch_cuda13()
+    run_diagnosis(env.python, {"PATH": "/usr/bin:/bin"})
+    written = {p.name: p.read_text() for p in (state_dir() / "envs").glob("*/target")}
+    assert any(str(env.prefix) in text for text in written.values()), written
