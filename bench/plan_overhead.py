@@ -94,7 +94,7 @@ def main() -> None:
     print(f"in process: gather+diagnose      {d_in * 1000:8.1f} ms")
     print(f"in process: rules+context+plan (proven in the model)+check {p_in * 1000:8.1f} ms   ratio {p_in / d_in:.2f} "
           f"(+{p_in / d_in * 100:.1f} %)")
-    print(f"  of which the context (pip config list in a subprocess) {c_in * 1000:8.1f} ms")
+    print(f"  of which the planning context (pip config files, uv)   {c_in * 1000:8.1f} ms")
     print(f"  of which proving every candidate in the model {proof_in * 1000:8.1f} ms   "
           f"(+{proof_in / d_in * 100:.1f} % of gather+diagnose)")
     print("target: planning adds < 20 %:", "met" if dry / diag < 1.2 else "NOT met")

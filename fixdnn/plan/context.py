@@ -1,13 +1,12 @@
 """The planning context: what kind of environment, which installer works in it, how pip is configured.
 
-Built from the facts plus two read-only questions to the target (``<python> -m pip config list`` and, for
-a uv venv without pip, whether ``uv`` is on PATH). Index URLs come from the target's own pip
-configuration; no host name is ever written here.
+Built from the facts plus read-only looks at the host: pip's configuration files and ``PIP_*`` variables
+(:mod:`fixdnn.facts.pipconf`, read as pip reads them, no pip started) and, for a uv venv without pip, whether
+``uv`` is on PATH. Index URLs come from the user's own pip configuration; no host name is ever written here.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -141,19 +140,9 @@ class Context:
                 "installer": self.installer, "offline": self.offline}
 
 
-def parse_pip_config(text: str, source: str = "pip config list") -> PipConfig:
-    """``key='value'`` lines from ``pip config list``; precedence env > install > global."""
-    values: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        if "=" not in line:
-            continue
-        key, _, raw = line.partition("=")
-        try:
-            value = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            value = raw.strip().strip("'\"")
-        section, _, name = key.strip().rpartition(".")
-        values.setdefault(name, {})[section] = str(value)
+def _pip_config(values: dict[str, dict[str, str]], source: str) -> PipConfig:
+    """The settings fixdnn uses from pip's merged ``{option: {section: value}}``; precedence: the ``PIP_*``
+    variables, then ``[install]``, then ``[global]`` (as for ``pip install``)."""
 
     def pick(name: str) -> str | None:
         got = values.get(name, {})
@@ -171,24 +160,24 @@ def parse_pip_config(text: str, source: str = "pip config list") -> PipConfig:
                      no_index, pick("cert"), source)
 
 
-def read_pip_config(host, pip_argv: tuple[str, ...]) -> PipConfig:
-    """The configuration the installing pip will use (``pip_argv``: how that pip is run)."""
-    if pip_argv:
-        argv = list(pip_argv)
-        if "--python" in argv:  # `pip --python T config` would re-run in T, which has no pip
-            argv = argv[:argv.index("--python")]
-        res = host.run([*argv, "config", "list"], timeout=30,
-                       env={**dict(host.environ), "PYTHONDONTWRITEBYTECODE": "1"})
-        if res.returncode == 0:
-            return parse_pip_config(res.stdout, f"{' '.join(argv)} config list")
-    # No pip in the target: the same variables pip itself would read.
+def read_pip_config(host, installer: str, prefix: str | None) -> PipConfig:
+    """The configuration the installing pip will use: pip's files and ``PIP_*`` variables as pip reads them
+    (:mod:`fixdnn.facts.pipconf`), no pip started. uv reads none of pip's files: its index variables only."""
     env = host.environ
-    return PipConfig(env.get("PIP_INDEX_URL") or env.get("UV_INDEX_URL") or None,
-                     tuple((env.get("PIP_EXTRA_INDEX_URL") or "").split()),
-                     tuple((env.get("PIP_FIND_LINKS") or "").split()),
-                     tuple((env.get("PIP_CONSTRAINT") or "").split()),
-                     (env.get("PIP_NO_INDEX") or "").lower() in ("1", "true", "yes"),
-                     env.get("PIP_CERT"), "environment (no pip in the target)")
+    if installer == "uv":
+        return PipConfig(env.get("PIP_INDEX_URL") or env.get("UV_INDEX_URL") or None,
+                         tuple((env.get("PIP_EXTRA_INDEX_URL") or "").split()),
+                         tuple((env.get("PIP_FIND_LINKS") or "").split()),
+                         tuple((env.get("PIP_CONSTRAINT") or "").split()),
+                         (env.get("PIP_NO_INDEX") or "").lower() in ("1", "true", "yes"),
+                         env.get("PIP_CERT"), "environment (uv reads no pip.conf)")
+    from fixdnn.facts import pipconf
+
+    settings = pipconf.read(host, prefix)
+    source = ", ".join(settings.files) or "no pip.conf"
+    if settings.problems:
+        source += "; unreadable: " + "; ".join(settings.problems)
+    return _pip_config(settings.values, f"pip's configuration ({source}) and PIP_* variables")
 
 
 def read_constraints(host, files: tuple[str, ...]) -> tuple[Constraint, ...]:
@@ -299,7 +288,7 @@ def build(facts: Facts, host=None, *, offline: bool = False, compat=None) -> Con
         # A target without pip (or with a pip too old for --dry-run --report) is driven by fixdnn's own pip,
         # exactly as fixdnn.repair.apply runs it.
         installer, argv = "pip", own
-    pip = read_pip_config(host, argv if installer == "pip" else ()) if host is not None else PipConfig()
+    pip = read_pip_config(host, installer, t.prefix) if host is not None else PipConfig()
     constraints = read_constraints(host, pip.constraints) if host is not None else ()
     return Context(
         constraints=constraints, python=t.python, prefix=t.prefix, env_kind=kind, installer=installer, installer_argv=argv,

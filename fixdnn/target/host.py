@@ -29,7 +29,8 @@ _MAX_SYMLINKS = 40  # the kernel's own limit (ELOOP)
 SYSTEM_PLACES = (
     "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/opt", "/usr/local", "/proc/driver",
     "/sys/module", "/sys/devices/system/cpu", "/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib32",
-    "/usr/lib64", "/usr/libx32", "/.dockerenv", "/run/.containerenv", "/usr/share/jupyter",
+    "/usr/lib64", "/usr/libx32", "/.dockerenv", "/run/.containerenv", "/usr/share/jupyter", "/etc/pip.conf",
+    "/etc/xdg/pip",
 )
 SYSTEM_ROOT_VAR = "FIXDNN_SYSTEM_ROOT"
 

@@ -239,17 +239,70 @@ def test_a_range_pin_is_refused_when_rendered():
     assert any("exact pins only" in n for n in p.notes)
 
 
-def test_pip_config_is_parsed_with_precedence():
-    text = ("global.index-url='https://mirror.invalid/simple'\ninstall.index-url='http://127.0.0.1:1/simple/'\n"
-            "global.extra-index-url='http://127.0.0.1:2/a http://127.0.0.1:3/b'\nglobal.find-links='/w h'\n"
-            ":env:.no-index='true'\n")
-    cfg = context_mod.parse_pip_config(text)
-    assert cfg.index_url == "http://127.0.0.1:1/simple/"
+def _pip_world(tmp_path, machine):
+    """pip configuration in every place pip reads: global (the planted machine), user, site, PIP_CONFIG_FILE."""
+    home, prefix = tmp_path / "home", tmp_path / "env"
+    (home / ".config/pip").mkdir(parents=True)
+    prefix.mkdir()
+    machine.write("/etc/xdg/pip/pip.conf", "[global]\nindex-url = https://mirror.invalid/simple\n"
+                  "find-links = /glob al\ncert = /etc/ca.pem\n")
+    (home / ".config/pip/pip.conf").write_text("[global]\nextra-index-url =\n  http://127.0.0.1:2/a\n"
+                                               "  http://127.0.0.1:3/b\n[install]\nindex-url = http://127.0.0.1:1/simple/\n")
+    (prefix / "pip.conf").write_text("[global]\nfind-links = /w h\n")
+    environ = {"HOME": str(home), "PIP_NO_INDEX": "true", "PIP_VERSION": "ignored"}
+    return environ, prefix
+
+
+def test_pip_config_is_read_from_every_file_with_pips_precedence(tmp_path, machine):
+    from fixdnn.target.host import Host
+
+    environ, prefix = _pip_world(tmp_path, machine)
+    cfg = context_mod.read_pip_config(Host(environ=environ, system=machine.root), "pip", str(prefix))
+    assert cfg.index_url == "http://127.0.0.1:1/simple/"  # [install] beats [global]
     assert cfg.extra_index_urls == ("http://127.0.0.1:2/a", "http://127.0.0.1:3/b")
-    # pip splits every multi-valued config option on whitespace (cli/parser.py, action "append"): a
-    # find-links folder with a space in its name is two folders to pip, and so it must be to the plan.
+    # the site file beats the global one; pip splits every multi-valued option on whitespace (cli/parser.py,
+    # action "append"): a find-links folder with a space in its name is two folders to pip, and so to the plan.
     assert cfg.find_links == ("/w", "h")
-    assert cfg.no_index is True
+    assert cfg.no_index is True and cfg.cert == "/etc/ca.pem"
+    assert str(prefix / "pip.conf") in cfg.source
+    # PIP_CONFIG_FILE=/dev/null: no file at all; an existing PIP_CONFIG_FILE: no user file
+    bare = context_mod.read_pip_config(Host(environ={**environ, "PIP_CONFIG_FILE": "/dev/null"},
+                                            system=machine.root), "pip", str(prefix))
+    assert (bare.index_url, bare.find_links, bare.no_index) == (None, (), True)
+    own = tmp_path / "own.conf"
+    own.write_text("[global]\nextra-index-url = http://127.0.0.1:4/c\n")
+    chosen = context_mod.read_pip_config(Host(environ={**environ, "PIP_CONFIG_FILE": str(own)},
+                                              system=machine.root), "pip", str(prefix))
+    assert chosen.index_url == "https://mirror.invalid/simple" and chosen.extra_index_urls == ("http://127.0.0.1:4/c",)
+
+
+def test_pip_config_read_here_is_what_pip_config_list_says(tmp_path, machine):
+    """The reader against real pip, on one set of files: fixdnn's pip, run in a pip-less target as apply runs
+    it. Both read the global files of this machine (system="/"), so they agree whatever it has."""
+    import subprocess
+    import venv as venv_mod
+
+    from fixdnn.facts import pipconf
+    from fixdnn.target import ownpip
+    from fixdnn.target.host import Host
+
+    environ, prefix = _pip_world(tmp_path, machine)
+    venv_mod.EnvBuilder(with_pip=False, symlinks=True).create(prefix)
+    (prefix / "pip.conf").write_text("[global]\nfind-links = /w h\n[install]\nno-binary = :none:\n")
+    for extra in ({}, {"PIP_CONFIG_FILE": str(prefix / "pip.conf")}, {"PIP_CONFIG_FILE": "/dev/null"}):
+        env = {"PATH": "/usr/bin:/bin", **environ, **extra}
+        argv = ownpip.argv_for(str(prefix / "bin/python"))
+        res = subprocess.run([*argv, "config", "list"], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        theirs = {}
+        for line in res.stdout.splitlines():
+            key, _, value = line.partition("=")
+            section, _, name = key.rpartition(".")
+            theirs.setdefault(name, {})[section] = value.strip().strip("'")
+        mine = pipconf.read(Host(environ=env, system="/"), str(prefix)).values
+        normalised = {k: {s: " ".join(v.split()) for s, v in d.items()} for k, d in mine.items()}
+        assert normalised == {k: {s: " ".join(v.replace("\\n", " ").split()) for s, v in d.items()}
+                              for k, d in theirs.items()}, (extra, res.stdout)
 
 
 def test_a_write_outside_the_environment_is_said_in_the_plan(tmp_path):
