@@ -382,6 +382,22 @@ def _probe_writable(folder: str) -> str | None:
     return None
 
 
+def _other_filesystem(folders: list[str], prefix: str) -> str | None:
+    """The first existing folder of ``folders`` on another device than ``prefix`` (stashes are renames into
+    ``<prefix>/.fixdnn``, which cannot cross filesystems), or None."""
+    try:
+        home = os.stat(prefix).st_dev
+    except OSError:
+        return None
+    for folder in folders:
+        try:
+            if os.stat(folder).st_dev != home:
+                return folder
+        except OSError:
+            continue
+    return None
+
+
 def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | None = None,
             allow_outside: bool = False) -> list[Prepared]:
     """Dry-run every step and check permissions and room; raises ApplyError and changes nothing."""
@@ -390,6 +406,7 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
 
     prepared: list[Prepared] = []
     dirs: set[str] = set()
+    stashed: set[str] = set()  # folders whose files a step moves into the journal (by rename)
     env_now = None
     present = installed(target.site_dirs)
     for action in plan.actions:
@@ -427,14 +444,24 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
             item.needed = len((action.content or "").encode("utf-8", "surrogateescape"))
         for name in item.stash_names:
             for folder in present[name]:
-                dirs.add(os.path.dirname(os.fspath(folder)))
-                dirs.update(os.path.dirname(p) for p in dist_files(folder, target.prefix))
+                stashed.add(os.path.dirname(os.fspath(folder)))
+                stashed.update(os.path.dirname(p) for p in dist_files(folder, target.prefix))
+        if action.kind == "pip-install":  # the files of other distributions a wheel overwrites
+            stashed.update(target.site_dirs)
+            stashed.add(os.path.join(target.prefix, "bin"))
         dirs.update(os.path.dirname(p) for p in item.writes)
         prepared.append(item)
+    dirs |= stashed
     problems = [p for p in (_probe_writable(d) for d in sorted(dirs)) if p]
     if problems:
         raise ApplyError(f"cannot write to the environment, nothing changed: {problems[0]}"
                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    elsewhere = _other_filesystem(sorted(stashed), target.prefix)
+    if elsewhere:
+        raise ApplyError(f"{elsewhere} is on another filesystem than {target.prefix}, where the journal keeps what "
+                         "a step moves aside: rollback could not put it back by rename, so fixdnn does not start; "
+                         "nothing changed (run the plan's pip command yourself, or keep the environment on one "
+                         "filesystem)")
     needed = sum(p.needed for p in prepared)
     if needed:
         free = shutil.disk_usage(target.prefix).free

@@ -142,6 +142,32 @@ def test_state_on_another_filesystem_leaves_nothing_in_the_environment(tmp_path)
         shutil.rmtree(state, ignore_errors=True)
 
 
+def test_site_packages_on_another_filesystem_is_refused_before_anything_changes(tmp_path):
+    """A stash is a rename into <prefix>/.fixdnn; site-packages mounted (or linked) from another filesystem
+    cannot be renamed there, so apply says so in one line before the first step, and the environment is as
+    it was (the first rename would otherwise fail halfway through a step)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem at /dev/shm")
+    elsewhere = Path(shm, f"fixdnn-site-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        prefix = copy_venv(tmp_path / "env")
+        site = site_of(prefix)
+        shutil.copytree(site, elsewhere, symlinks=True)
+        shutil.rmtree(site)
+        site.symlink_to(elsewhere)
+        before = tree(prefix), tree(elsewhere)
+        proc = apply_in_child(prefix, [PIN93], _as(tmp_path / "u", index_dir()))
+        assert proc.returncode != 0
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("fixdnn.repair.apply.ApplyError: ") and f"{site} is on another filesystem" in line
+        assert "nothing changed" in line, line
+        assert (tree(prefix), tree(elsewhere)) == before
+        assert not list(prefix.glob(".fixdnn/txn/*"))
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
 def test_unwritable_user_state_does_not_stop_history_or_rollback(tmp_path):
     prefix = copy_venv(tmp_path / "env")
     blocker = tmp_path / "a file"
