@@ -61,5 +61,5 @@ def test_the_suite_keeps_fixdnns_state_out_of_the_users_home(tmp_path):
     assert state_dir().is_relative_to(session)
     env = EnvBuilder(tmp_path / "venv").torch_cuda13()
     run_diagnosis(env.python, {"PATH": "/usr/bin:/bin"})
-    written = {p.name: p.read_text() for p in (state_dir() / "envs").glob("*/target")}
+    written = {p.parent.name: p.read_text() for p in (state_dir() / "envs").glob("*/target")}
     assert any(str(env.prefix) in text for text in written.values()), written
