@@ -7,6 +7,8 @@ Layout::
             target                     JSON: the root and prefix the key was made from (for people and `history`)
             integrity-cache.json       (fixdnn.facts.integrity) file hashes
             ...                        journals, locks: whoever needs per-environment state
+        changed/<key>                  this user started a transaction there (fixdnn.repair.transaction.remember):
+                                       the environments every command checks for an interrupted one
 
 ``<key>`` is the first 16 hex digits of sha256 over the environment's root (``--root``, or empty) and its
 prefix, so the same prefix seen inside two different mounted images gets two folders.

@@ -6,6 +6,7 @@ Every failure of fixdnn itself, or of the user's input, becomes one line on stde
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -201,7 +202,7 @@ def main(
         from fixdnn.knowledge.rules import check_extra
 
         check_extra(rules)
-    _report_interrupted()
+    _report_interrupted(ctx.obj)
     if ctx.invoked_subcommand is None:
         raise typer.Exit(diagnose(ctx.obj))
 
@@ -309,12 +310,14 @@ def _kernelspecs(opts: dict, prefix: str) -> tuple:
     return tuple(k for k in find(_host(opts), prefix) if k.runs_env and k.error is None and not k.shadowed)
 
 
-def _report_interrupted() -> None:
+def _report_interrupted(opts: dict) -> None:
     """One line on stderr when a transaction was interrupted (a crash, a kill) and not rolled back."""
     try:
         from fixdnn.repair.transaction import interrupted_anywhere
 
-        found = interrupted_anywhere()
+        # the environment named on the command line or active in this shell: no interpreter is run for it
+        here = (opts.get("prefix"), os.environ.get("VIRTUAL_ENV"), os.environ.get("CONDA_PREFIX"))
+        found = interrupted_anywhere(tuple(os.path.abspath(p) for p in here if p))
     except Exception:  # the notice must never break a command
         return
     if found:

@@ -132,13 +132,20 @@ def _not_writable(prefix: str, exc: OSError) -> str:
             f"{exc.strerror or exc} (its journal and lock live there){who}")
 
 
+CHANGED = "changed"  # <state>/changed/<key>: this user started a transaction in environment <key>
+
+
 def remember(prefix: str) -> None:
     """Note in the user's own state that this user changed ``prefix`` (for :func:`interrupted_anywhere`);
-    best effort: the environment's journal is the record, this is only a pointer to it."""
+    best effort: the environment's journal is the record, this is only a pointer to it. A folder of its own:
+    every diagnosed environment has a state folder (its integrity cache), and looking into all of them at
+    every command cost 0.2 s with 1,900 of them; this one lists only the environments changed."""
     with contextlib.suppress(OSError):
-        state.env_dir(prefix, create=True)
-
-
+        folder = state.env_dir(prefix, create=True)
+        marker = state_root() / CHANGED / folder.name
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(marker, b"")
 
 
 def _dump(obj: Any) -> bytes:
@@ -375,12 +382,17 @@ def transactions(prefix: str | os.PathLike[str]) -> list[Record]:
     return [load(folder / name) for name in names]
 
 
-def interrupted_anywhere() -> list[tuple[str, str]]:
-    """``(prefix, id)`` of every unfinished transaction, in the environments this user has changed, that
-    nobody holds: cheap (one glob per environment)."""
+def interrupted_anywhere(also: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(prefix, id)`` of every unfinished transaction that nobody holds, in the environments this user has
+    changed and in ``also`` (the environment a command is about: another user may have crashed there).
+    Cheap: one glob per environment."""
     found = []
-    for marker in sorted((state_root() / "envs").glob("*/target")):
-        prefix = (state.target_of(marker.parent) or {}).get("prefix")
+    try:
+        keys = sorted(os.listdir(state_root() / CHANGED))
+    except OSError:
+        keys = []
+    prefixes = [(state.target_of(state_root() / "envs" / key) or {}).get("prefix") for key in keys]
+    for prefix in dict.fromkeys([*prefixes, *(os.path.realpath(p) for p in also if p)]):
         if not isinstance(prefix, str) or not prefix:
             continue
         folder = Path(prefix, STATE_IN_PREFIX)

@@ -142,6 +142,30 @@ def test_state_on_another_filesystem_leaves_nothing_in_the_environment(tmp_path)
         shutil.rmtree(state, ignore_errors=True)
 
 
+def test_another_users_interrupted_transaction_is_named_when_the_environment_is(tmp_path):
+    """bob's apply is killed in a shared environment; alice (her own HOME and state) is told when a command
+    names the environment (--prefix, or it is the active one), not when it is about something else."""
+    import signal
+
+    prefix = copy_venv(tmp_path / "shared env")
+    index = index_dir()
+    alice, bob = _as(tmp_path / "alice", index), _as(tmp_path / "bob", index)
+    killed = apply_in_child(prefix, [PIN93], {**bob, "FIXDNN_TEST_CRASH_AT": "1:done"})
+    assert killed.returncode == -signal.SIGKILL
+    cli = [sys.executable, "-m", "fixdnn"]
+    named = subprocess.run([*cli, "--prefix", str(prefix), "history"], env=alice, capture_output=True, text=True,
+                           timeout=120)
+    active = subprocess.run([*cli, "symptoms"], env={**alice, "VIRTUAL_ENV": str(prefix)}, capture_output=True,
+                            text=True, timeout=120)
+    elsewhere = subprocess.run([*cli, "symptoms"], env=alice, capture_output=True, text=True, timeout=120)
+    for proc in (named, active):
+        assert "was interrupted" in proc.stderr and str(prefix) in proc.stderr, proc.stderr
+    assert "was interrupted" not in elsewhere.stderr
+    # bob changed it: his own notice does not depend on naming it
+    mine = subprocess.run([*cli, "symptoms"], env=bob, capture_output=True, text=True, timeout=120)
+    assert "was interrupted" in mine.stderr
+
+
 def test_site_packages_on_another_filesystem_is_refused_before_anything_changes(tmp_path):
     """A stash is a rename into <prefix>/.fixdnn; site-packages mounted (or linked) from another filesystem
     cannot be renamed there, so apply says so in one line before the first step, and the environment is as
