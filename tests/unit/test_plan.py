@@ -278,7 +278,8 @@ def test_pip_config_is_read_from_every_file_with_pips_precedence(tmp_path, machi
 
 def test_pip_config_read_here_is_what_pip_config_list_says(tmp_path, machine):
     """The reader against real pip, on one set of files: fixdnn's pip, run in a pip-less target as apply runs
-    it. Both read the global files of this machine (system="/"), so they agree whatever it has."""
+    it. XDG_CONFIG_DIRS points both at the planted global folder; /etc/pip.conf, which pip always reads, is
+    read by both from this machine (system="/"), so they agree whatever it holds."""
     import subprocess
     import venv as venv_mod
 
@@ -290,7 +291,7 @@ def test_pip_config_read_here_is_what_pip_config_list_says(tmp_path, machine):
     venv_mod.EnvBuilder(with_pip=False, symlinks=True).create(prefix)
     (prefix / "pip.conf").write_text("[global]\nfind-links = /w h\n[install]\nno-binary = :none:\n")
     for extra in ({}, {"PIP_CONFIG_FILE": str(prefix / "pip.conf")}, {"PIP_CONFIG_FILE": "/dev/null"}):
-        env = {"PATH": "/usr/bin:/bin", **environ, **extra}
+        env = {"PATH": "/usr/bin:/bin", "XDG_CONFIG_DIRS": str(machine.root / "etc/xdg"), **environ, **extra}
         argv = ownpip.argv_for(str(prefix / "bin/python"))
         res = subprocess.run([*argv, "config", "list"], env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
