@@ -33,8 +33,12 @@ FIXDNN = [sys.executable, "-c", "import sys; from fixdnn.cli import main; sys.ex
 
 
 def tree(prefix: Path) -> dict[str, str]:
+    """Every file and link of the environment by content; ``<prefix>/.fixdnn`` (its journal and lock, kept
+    after a rollback like conda-meta/history) is not part of it."""
     out = {}
     for root, dirs, files in os.walk(prefix):
+        if Path(root) == Path(prefix) and ".fixdnn" in dirs:
+            dirs.remove(".fixdnn")
         dirs.sort()
         for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             path = os.path.join(root, name)
