@@ -225,8 +225,8 @@ def _cuda_facts(ev: dict, ctx: dict) -> Facts:
     if loaded.get("path"):
         libs.append(LibraryCopy(lib, loaded["path"], loaded["path"], soname, loaded["version"], "case", None,
                                 ("ld.so.cache",)))
-    search = [LoaderStep("DT_RUNPATH", d, "order", "DT_RUNPATH") for d in runpaths] + \
-        [LoaderStep("ld.so.cache", loaded["path"], "order", "ld.so.cache") for _ in [1] if loaded.get("path")] + \
+    cache = [LoaderStep("ld.so.cache", loaded["path"], "order", "ld.so.cache")] if loaded.get("path") else []
+    search = [LoaderStep("DT_RUNPATH", d, "order", "DT_RUNPATH") for d in runpaths] + cache + \
         [LoaderStep("default-dirs", d, "order", "default-dirs") for d in DEFAULT_DIRS]
     framework = Framework(fw, dist_name, fw_version, True, cuda, (Need(lib, major, None, None, "case", wheel),))
     unresolved = LoadOutcome(fw, lib, soname, None, Resolution(soname, None, None, None, ()), (), tuple(search))
