@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -46,17 +45,6 @@ PIP_POINTS = 24 if BIG else 6
 # a stash exists (1:stash) and where every step is done (0:end), and one point inside pip.
 OTHER_FS_BOUNDARIES = BOUNDARIES if BIG else ["1:stash", "0:end"]
 OTHER_FS_PIP = range(PIP_POINTS) if BIG else range(1)
-
-
-@pytest.fixture()
-def other_fs_state(tmp_path):
-    """A state folder on another filesystem than the environment (tmpfs at /dev/shm)."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("no second filesystem at /dev/shm")
-    folder = shm / f"fixdnn-faults-{os.getpid()}-{time.monotonic_ns()}"
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _alive_in(prefix: Path) -> list[str]:
@@ -119,12 +107,12 @@ def test_crash_during_rollback_then_rerun(tmp_path, where):
 
 
 @pytest.mark.parametrize("crash", OTHER_FS_BOUNDARIES)
-def test_crash_at_step_boundary_state_on_another_filesystem(tmp_path, other_fs_state, crash):
-    _crash_then_rollback(tmp_path, crash, state=other_fs_state)
+def test_crash_at_step_boundary_state_on_another_filesystem(tmp_path, other_filesystem, crash):
+    _crash_then_rollback(tmp_path, crash, state=other_filesystem)
 
 
 @pytest.mark.parametrize("item", OTHER_FS_PIP)
-def test_crash_inside_pip_state_on_another_filesystem(tmp_path, other_fs_state, item):
+def test_crash_inside_pip_state_on_another_filesystem(tmp_path, other_filesystem, item):
     delay = pip_delay(100 + item)
     print(f"FIXDNN_TEST_SEED={SEED}: item {100 + item} kills pip after {delay} s (state on another filesystem)")
-    _crash_then_rollback(tmp_path, f"1:pip:{delay}", state=other_fs_state)
+    _crash_then_rollback(tmp_path, f"1:pip:{delay}", state=other_filesystem)

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -90,12 +91,18 @@ def test_hook_help_and_a_wrong_shell(environ):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "bash, zsh, fish" in proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
-def test_bash_completion_completes_commands_and_options_after_them(tmp_path, environ):
+def _fixdnn_on_path(tmp_path) -> Path:
+    """A bin/ folder whose ``fixdnn`` runs this checkout's fixdnn, for shells that complete the command."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "fixdnn").write_text(f"#!/bin/sh\nexec {sys.executable} -m fixdnn \"$@\"\n")
     (bindir / "fixdnn").chmod(0o755)
+    return bindir
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_bash_completion_completes_commands_and_options_after_them(tmp_path, environ):
+    bindir = _fixdnn_on_path(tmp_path)
     script = fixdnn(["completion", "bash"], environ).stdout
     probe = (script + "\nCOMP_WORDS=(fixdnn ver); COMP_CWORD=1; _fixdnn_completion fixdnn; echo \"${COMPREPLY[*]}\"\n"
              "COMP_WORDS=(fixdnn verify --pyt); COMP_CWORD=2; _fixdnn_completion fixdnn; echo \"${COMPREPLY[*]}\"\n")
@@ -266,10 +273,7 @@ def test_a_rules_folder_fixdnn_would_ignore_is_an_error(tmp_path, environ):
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
 def test_fish_completion(tmp_path, environ):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "fixdnn").write_text(f"#!/bin/sh\nexec {sys.executable} -m fixdnn \"$@\"\n")
-    (bindir / "fixdnn").chmod(0o755)
+    bindir = _fixdnn_on_path(tmp_path)
     probe = 'fixdnn completion fish | source; complete -C "fixdnn ver"; complete -C "fixdnn history --js"'
     out = subprocess.run(["fish", "--no-config", "-c", probe], capture_output=True, text=True, timeout=60,
                          env={**environ, "PATH": f"{bindir}:{environ['PATH']}"})

@@ -10,7 +10,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -123,23 +122,16 @@ def test_a_file_owned_by_another_distribution_is_stashed_and_restored(tmp_path):
     assert leftovers(prefix) == []
 
 
-def test_state_on_another_filesystem_leaves_nothing_in_the_environment(tmp_path):
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("no second filesystem at /dev/shm")
-    state = Path(shm, f"fixdnn-test-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        prefix = copy_venv(tmp_path / "env")
-        env = _as(state, index_dir())
-        before = tree(prefix)
-        assert json.loads(_ok(apply_in_child(prefix, [PIN93], env)))["outcome"] == "applied"
-        assert not any(n.startswith(".fixdnn-") for n in os.listdir(prefix))
-        _ok(run_py(ROLLBACK.format(prefix=str(prefix)), env))
-        assert tree(prefix) == before
-        assert leftovers(prefix) == []
-        assert sorted(os.listdir(prefix / ".fixdnn")) == ["lock", "txn"]
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+def test_state_on_another_filesystem_leaves_nothing_in_the_environment(tmp_path, other_filesystem):
+    prefix = copy_venv(tmp_path / "env")
+    env = _as(other_filesystem, index_dir())
+    before = tree(prefix)
+    assert json.loads(_ok(apply_in_child(prefix, [PIN93], env)))["outcome"] == "applied"
+    assert not any(n.startswith(".fixdnn-") for n in os.listdir(prefix))
+    _ok(run_py(ROLLBACK.format(prefix=str(prefix)), env))
+    assert tree(prefix) == before
+    assert leftovers(prefix) == []
+    assert sorted(os.listdir(prefix / ".fixdnn")) == ["lock", "txn"]
 
 
 def test_another_users_interrupted_transaction_is_named_when_the_environment_is(tmp_path):
@@ -166,30 +158,23 @@ def test_another_users_interrupted_transaction_is_named_when_the_environment_is(
     assert "was interrupted" in mine.stderr
 
 
-def test_site_packages_on_another_filesystem_is_refused_before_anything_changes(tmp_path):
+def test_site_packages_on_another_filesystem_is_refused_before_anything_changes(tmp_path, other_filesystem):
     """A stash is a rename into <prefix>/.fixdnn; site-packages mounted (or linked) from another filesystem
     cannot be renamed there, so apply says so in one line before the first step, and the environment is as
     it was (the first rename would otherwise fail halfway through a step)."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("no second filesystem at /dev/shm")
-    elsewhere = Path(shm, f"fixdnn-site-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        prefix = copy_venv(tmp_path / "env")
-        site = site_of(prefix)
-        shutil.copytree(site, elsewhere, symlinks=True)
-        shutil.rmtree(site)
-        site.symlink_to(elsewhere)
-        before = tree(prefix), tree(elsewhere)
-        proc = apply_in_child(prefix, [PIN93], _as(tmp_path / "u", index_dir()))
-        assert proc.returncode != 0
-        line = proc.stderr.strip().splitlines()[-1]
-        assert line.startswith("fixdnn.repair.apply.ApplyError: ") and f"{site} is on another filesystem" in line
-        assert "nothing changed" in line, line
-        assert (tree(prefix), tree(elsewhere)) == before
-        assert not list(prefix.glob(".fixdnn/txn/*"))
-    finally:
-        shutil.rmtree(elsewhere, ignore_errors=True)
+    prefix = copy_venv(tmp_path / "env")
+    site = site_of(prefix)
+    shutil.copytree(site, other_filesystem, symlinks=True)
+    shutil.rmtree(site)
+    site.symlink_to(other_filesystem)
+    before = tree(prefix), tree(other_filesystem)
+    proc = apply_in_child(prefix, [PIN93], _as(tmp_path / "u", index_dir()))
+    assert proc.returncode != 0
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("fixdnn.repair.apply.ApplyError: ") and f"{site} is on another filesystem" in line
+    assert "nothing changed" in line, line
+    assert (tree(prefix), tree(other_filesystem)) == before
+    assert not list(prefix.glob(".fixdnn/txn/*"))
 
 
 def test_unwritable_user_state_does_not_stop_history_or_rollback(tmp_path):
