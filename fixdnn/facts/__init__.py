@@ -27,7 +27,7 @@ def gather(host, spec, compat: Compat | None = None, *, verify_all: bool = False
     """``lock``: a conda-lock lockfile to compare with (``facts.lock``); LockfileError when unreadable.
     ``save_cache=False``: write nothing at all, not even the integrity hash cache (``--dry-run``).
     ``notice(text)``: told before a long step (the first hashing of big packages); the CLI prints it."""
-    from fixdnn.facts import binversion, distributions, driver, frameworks, integrity, libraries, links, loads
+    from fixdnn.facts import binversion, distributions, driver, frameworks, integrity, libraries, loads
     from fixdnn.facts.markers import marker_env
     from fixdnn.knowledge import compat as compat_mod
     from fixdnn.model.facts import Facts

@@ -6,7 +6,6 @@ through the Host's subprocess door."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys

@@ -79,7 +79,7 @@ def preloaded_soname_answers_another_file_name(t):
 
 
 def missing_preload_is_ignored(t):
-    b = _lib(t, "b/libfdA.so.1", "libfdA.so.1")
+    _lib(t, "b/libfdA.so.1", "libfdA.so.1")  # the copy the RPATH would find
     root = _lib(t, "app/libroot.so", "libroot.so", needed=["libfdA.so.1"], rpath="$ORIGIN/../b")
     return Case(str(t / "gone/libfdA.so.1"), ("+" + root, "?libfdA.so.1"))
 

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from tests.envkit.env import EnvBuilder
 from tests.envkit.symver import provider, requester

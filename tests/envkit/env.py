@@ -66,7 +66,7 @@ class EnvBuilder:
         site = location or self.site
         folder = site / f"{name.replace('-', '_')}-{version}.dist-info"
         folder.mkdir(parents=True, exist_ok=True)
-        meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+        meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
         meta += [f"Requires-Dist: {r}" for r in requires]
         (folder / "METADATA").write_text("\n".join(meta) + "\n\nA stub distribution built by fixdnn's test kit.\n")
         (folder / "INSTALLER").write_text(installer + "\n")

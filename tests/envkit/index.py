@@ -50,7 +50,7 @@ def build_wheel(dest_dir: str | os.PathLike, name: str, version: str, files: dic
         build_so(scratch, soname)
         contents[rel] = scratch.read_bytes()
     info = f"{dist}-{version}.dist-info"
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *[f"Requires-Dist: {r}" for r in requires]]
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *[f"Requires-Dist: {r}" for r in requires]]
     contents[f"{info}/METADATA"] = ("\n".join(meta) + "\n\nA tiny wheel built by fixdnn's test kit.\n").encode()
     purelib = "true" if tag.endswith("-any") else "false"
     contents[f"{info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: fixdnn-envkit\nRoot-Is-Purelib: {purelib}\n"

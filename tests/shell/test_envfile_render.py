@@ -88,7 +88,7 @@ def test_comments_cannot_break_out():
 def _source_and_dump(shell: Shell, script: str, start: dict[str, str], tmp: Path) -> dict[str, str]:
     ext = "fish" if shell.fish else "sh"
     (tmp / f"r.{ext}").write_text(script, encoding="utf-8")
-    body = f'source "$T/r.fish"\n' if shell.fish else '. "$T/r.sh"\n'
+    body = 'source "$T/r.fish"\n' if shell.fish else '. "$T/r.sh"\n'
     (tmp / f"main.{ext}").write_text(body + 'env -0 > "$T/out"\n', encoding="utf-8")
     proc = subprocess.run(shell.argv(tmp / f"main.{ext}"), env=start, capture_output=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr

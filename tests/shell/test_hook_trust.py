@@ -98,5 +98,5 @@ def test_a_script_owned_by_someone_else_does_not_run(hook_shell, tmp_path, fixdn
 
 def test_a_relative_prefix_is_ignored(hook_shell, tmp_path, fixdnn_bin):
     prefix = _conda(tmp_path, "relenv")
-    after, err = _run(hook_shell, tmp_path, "relenv", fixdnn_bin, cwd_line=f'cd "$T"')
+    after, err = _run(hook_shell, tmp_path, "relenv", fixdnn_bin, cwd_line='cd "$T"')
     assert prefix.is_dir() and "FIXDNN_TRUSTED" not in after, err

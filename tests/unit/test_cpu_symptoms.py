@@ -169,7 +169,7 @@ def _conda_torch(tmp_path, mkl_version, *, channel="pytorch", exports=False):
     cpukit.consumer(env.site / "torch/lib/libtorch_cpu.so", "libtorch_cpu.so", ["libmkl_rt.so.2", "libiomp5.so"],
                     rpath="$ORIGIN/../../../..")
     cpukit.conda_record(env.prefix, "pytorch", "2.2.2", "py3.11_cpu_0", channel,
-                        [f"lib/python3.11/site-packages/torch/lib/libtorch_cpu.so"])
+                        ["lib/python3.11/site-packages/torch/lib/libtorch_cpu.so"])
     return env
 
 
