@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import fnmatch
-
 from packaging.utils import canonicalize_name
 
+from fixdnn.facts.integrity import load_patterns, relevant
 from fixdnn.model.facts import Facts
 from fixdnn.symptoms.registry import check
-
-# Distributions whose metadata decides a DNN verdict (the frameworks, their CUDA / cuDNN wheels, the
-# CPU math runtimes): an unreadable one may hide exactly the mismatch fixdnn looks for.
-DECISIVE_DISTRIBUTIONS = ("torch", "tensorflow", "tensorflow-*", "tf-nightly*", "jax", "jaxlib", "jax-cuda*",
-                          "onnxruntime*", "paddlepaddle*", "cupy*", "nvidia-*", "cuda-*", "mkl", "intel-openmp",
-                          "llvm-openmp", "tbb")
 
 
 def _dist_name(folder: str) -> str:
@@ -25,8 +18,9 @@ def _decides(what: str, facts: Facts) -> bool:
     if what == "target interpreter":
         return True  # sys.path, and so every loader decision, was guessed from the files
     if what.startswith("distribution "):
-        name = _dist_name(what.removeprefix("distribution "))
-        return any(fnmatch.fnmatchcase(name, p) for p in DECISIVE_DISTRIBUTIONS)
+        # the packages that can break a DNN process (rules/compat/integrity.toml): an unreadable one may hide
+        # exactly the mismatch fixdnn looks for
+        return relevant(_dist_name(what.removeprefix("distribution ")), load_patterns().pip)
     if what.startswith("sys.path entry "):
         entry = what.removeprefix("sys.path entry ")
         return entry in facts.target.site_dirs  # an unreadable site-packages hides every package in it

@@ -30,15 +30,15 @@ def add_onnxruntime_gpu(env: EnvBuilder, version: str = "1.31.0", cuda: int = 12
 
 
 def add_paddle_gpu(env: EnvBuilder, version: str = "3.3.1", *, cuda: str = "12.6", cudnn: str = "9.5.1",
-                   pip_libraries: bool = True, with_gpu_line: bool = True) -> str:
+                   pip_libraries: bool = True, with_gpu_line: bool = True, with_gpu: bool = True) -> str:
     """paddlepaddle-gpu: paddle/version/__init__.py (generated, plain assignments) and the phi libraries
     whose dynamic loader dlopen()s cuDNN. ``with_gpu_line=False``: the 2.x layout, which has no
-    ``with_gpu`` (a CPU build says ``cuda_version = 'False'``)."""
+    ``with_gpu`` (a CPU build says ``cuda_version = 'False'``); ``with_gpu=False``: a 3.x CPU build."""
     (env.site / "paddle/version").mkdir(parents=True, exist_ok=True)
     (env.site / "paddle/__init__.py").write_text("raise ImportError('fixdnn test stub: never import')\n")
     (env.site / "paddle/version/__init__.py").write_text(
         f"# THIS FILE IS GENERATED FROM PADDLEPADDLE SETUP.PY\nfull_version = {version!r}\n"
-        f"cuda_version = {cuda!r}\ncudnn_version = {cudnn!r}\n" + ("with_gpu = 'ON'\n" if with_gpu_line else "") +
+        f"cuda_version = {cuda!r}\ncudnn_version = {cudnn!r}\n" + (f"with_gpu = {'ON' if with_gpu else 'OFF'!r}\n" if with_gpu_line else "") +
         (f"with_pip_cuda_libraries = {'ON' if pip_libraries else 'OFF'!r}\n" if with_gpu_line else ""))
     files = ["paddle/__init__.py", "paddle/version/__init__.py",
              env._lib("paddle/libs/libphi_core.so", "libphi_core.so", env.site, rpath="$ORIGIN"),
