@@ -147,12 +147,34 @@ def diagnose(opts: dict) -> int:
         from rich.console import Console
 
         console = Console(highlight=False, soft_wrap=True)
+        console.on_broken_pipe = _broken_pipe  # rich would exit 1 itself, which means "problems found" here
         render_text(report, console, verbose=bool(opts.get("verbose")), quiet=bool(opts.get("quiet")))
         if plan_data is not None:
             from fixdnn.cli.render_plan import render_plan
 
             render_plan(plan_data, console, diff=bool(opts.get("diff") or opts.get("verbose")))
     return report.exit_code
+
+
+def _broken_pipe() -> None:
+    raise BrokenPipeError  # handled once, in run()
+
+
+def _stdout_reader_gone() -> bool:
+    """True when stdout is a pipe nobody reads any more (poll reports POLLERR on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # POLLERR and POLLHUP are reported whatever is asked
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _reader_went_away() -> int:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+    return 128 + 13  # what a shell reports for a writer ended by SIGPIPE
 
 
 def _print_version(value: bool) -> None:
@@ -834,20 +856,26 @@ def _is_ours(exc: BaseException) -> bool:
 
 def run(argv: list[str]) -> int:
     """Run the app and turn every failure into one line and an exit code."""
-    import os
-
     if os.environ.get(_COMPLETE_VAR):  # a completion request from the script of 'fixdnn completion'
         from typer.completion import completion_init
 
         completion_init()
     try:
         # Outside standalone mode click returns (not raises) the code of a typer.Exit.
-        code = _command()(args=argv, prog_name="fixdnn", standalone_mode=False)
-    except typer.Exit as exc:
-        return exc.exit_code
+        try:
+            code = _command()(args=argv, prog_name="fixdnn", standalone_mode=False)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        sys.stdout.flush()  # here, not at exit: a reader that went away is then handled below
     except KeyboardInterrupt:
         sys.stderr.write("fixdnn: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (fixdnn | head): neither our failure nor "problems found"
+        return _reader_went_away()
+    except SystemExit:  # click ends a write into a closed pipe with exit 1 itself
+        if _stdout_reader_gone():
+            return _reader_went_away()
+        raise
     except Exception as exc:  # click's own usage errors, and our bugs: one line, never a traceback
         if _is_ours(exc):
             sys.stderr.write(f"fixdnn: {one_line(str(exc))}\n")

@@ -4,6 +4,7 @@ completion, and the start-up fast paths. Real fixdnn processes, real target inte
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -299,3 +300,17 @@ def test_verify_quiet_and_verbose(tmp_path, environ):
         lines = f["output"].strip().splitlines()
         assert all(f"        | {line}" in verbose for line in lines)
         assert sum(f"        | {line}" in normal for line in lines) == min(len(lines), 6)
+
+
+@pytest.mark.parametrize("args", [[], ["--json"], ["symptoms"]], ids=["report", "json", "plain write"])
+def test_a_reader_that_goes_away_is_exit_141_and_no_message(tmp_path, environ, args):
+    """`fixdnn | head`: the pipe closes under fixdnn. Exit 1 would claim "problems found" and a traceback or
+    "internal error" would be noise; a shell reports 141 (SIGPIPE) for such a writer, and so does fixdnn."""
+    env = EnvBuilder(tmp_path / "venv").torch_cuda13()
+    read, write = os.pipe()
+    proc = subprocess.Popen([*FIXDNN, "--python", str(env.python), *args], stdout=write, stderr=subprocess.PIPE,
+                            env=environ)
+    os.close(write)
+    os.close(read)  # the reader is gone before fixdnn writes its first line
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (141, b"")
