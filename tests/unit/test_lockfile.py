@@ -425,3 +425,15 @@ def test_symptom_module_does_not_import_conda_lock():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT),
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.stdout.strip() == "False", res.stderr
+
+
+def test_reading_a_lockfile_does_not_import_conda_locks_command_line(tmp_path):
+    """conda-lock's package ``__init__`` imports its whole CLI (0.45 s more per ``--lock``); fixdnn reads the
+    lockfile models only, and the package still answers what its ``__init__`` defines when asked."""
+    (tmp_path / "lock.yml").write_text(HAND_WRITTEN_V1)
+    code = ("import sys; from fixdnn.facts import lockfile; lockfile.parse(sys.argv[1]); "
+            "print('conda_lock.conda_lock' in sys.modules); import conda_lock; "
+            "print(conda_lock.__version__ != 'unknown', callable(conda_lock.main))")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "lock.yml")], capture_output=True, text=True,
+                         cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert res.stdout.split() == ["False", "True", "True"], res.stderr
