@@ -15,7 +15,13 @@ import pytest
 
 from fixdnn.model.actions import Action, Plan
 from fixdnn.repair.apply import ApplyError, Target, apply_plan
-from fixdnn.repair.transaction import EnvLock, LockError, TxnError, rollback, transactions
+from fixdnn.repair.transaction import (
+    EnvLock,
+    LockError,
+    TxnError,
+    rollback,
+    transactions,
+)
 from tests.e2e.test_apply_kit import (
     ROOT,
     apply_in_child,
@@ -26,6 +32,7 @@ from tests.e2e.test_apply_kit import (
     site_of,
     tree,
 )
+from tests.envkit.cli import run_fixdnn
 
 HOSTILE = "env with space 'q' é"  # no $: the stdlib venv's own bin/activate expands it
 PIN93 = {"kind": "pip-install", "packages": ["nvidia-cudnn-cu12==9.3.0.75"], "fixes": ["cudnn-version-mismatch"]}
@@ -53,8 +60,7 @@ def version_of(prefix: Path, name: str = "nvidia_cudnn_cu12") -> list[str]:
 
 
 def cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fixdnn", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_fixdnn(args, env, timeout=timeout)
 
 
 def test_install_pin_then_rollback_restores_exact_tree(world):

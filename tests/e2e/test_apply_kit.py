@@ -22,6 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from tests.envkit.cli import run_python
 from tests.envkit.elfkit import build_so
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,9 +137,14 @@ def pip_environ(index: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _outer_pip(python: Path, env: dict, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), *args], env=env, check=True,
-                   capture_output=True)
+def pip_into(python: Path | str, env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """This interpreter's pip, run by ``python`` (a pip-less venv): pip's runner file, what ``pip --python``
+    runs after starting pip once more in the outer interpreter (0.5 s less a call)."""
+    import pip
+
+    runner = Path(pip.__file__).parent / "__pip-runner__.py"
+    argv = [str(python), str(runner)] if runner.is_file() else [sys.executable, "-m", "pip", "--python", str(python)]
+    return subprocess.run([*argv, *args], env=env, check=check, capture_output=True, text=True, timeout=300)
 
 
 def _base_python() -> str:
@@ -155,8 +161,9 @@ def _template_usable(folder: Path) -> bool:
 
 
 def template_venv(kind: str = "cudnn910") -> Path:
-    """A venv with nvidia-cudnn-cu12 9.1.0.70 and cudnn-tool 1.0 installed; built once. ``cudnn910``: no pip;
-    ``cudnn910-pip``: with the interpreter's bundled pip (ensurepip costs 3 s: copying it 0.2 s)."""
+    """A venv built once. ``cudnn910``: nvidia-cudnn-cu12 9.1.0.70 and cudnn-tool 1.0 installed, no pip;
+    ``cudnn910-pip``: the same with the interpreter's bundled pip (ensurepip costs 3 s: copying it 0.2 s);
+    ``bare-pip``: only the bundled pip."""
     folder = CACHE / f"template-{kind}"
     if _template_usable(folder):
         return folder
@@ -169,7 +176,7 @@ def template_venv(kind: str = "cudnn910") -> Path:
                         str(folder)], check=True, capture_output=True)
         env = pip_environ(index_dir())
         if kind.startswith("cudnn910"):
-            _outer_pip(folder / "bin/python", env, "install", "nvidia-cudnn-cu12==9.1.0.70", "cudnn-tool==1.0")
+            pip_into(folder / "bin/python", env, "install", "nvidia-cudnn-cu12==9.1.0.70", "cudnn-tool==1.0")
         (folder / ".complete").write_text("")
     return folder
 
@@ -238,8 +245,7 @@ def cli_env(state: Path, index: Path, **extra: str) -> dict[str, str]:
 
 def run_py(code: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a snippet with fixdnn importable (a separate process so SIGKILL tests kill only it)."""
-    return subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=timeout)
+    return run_python(code, [], {**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=timeout)
 
 
 APPLY_SNIPPET = """

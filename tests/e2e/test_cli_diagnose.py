@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder, stray_cudnn
-
-FIXDNN = [sys.executable, "-c", "import sys; from fixdnn.cli import main; sys.exit(main())"]
 
 
 def fixdnn(args, environ, cwd=None):
-    return subprocess.run(FIXDNN + list(args), capture_output=True, text=True, env=environ, cwd=cwd, timeout=120)
+    return run_fixdnn(args, environ, cwd=cwd, how="code")
 
 
 def one_line_error(proc):

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder
 
 FIXDNN = [sys.executable, "-m", "fixdnn"]
 
 
 def fixdnn(args, environ, **kw):
-    return subprocess.run(FIXDNN + list(args), capture_output=True, text=True, env=environ, timeout=120, **kw)
+    return run_fixdnn(args, environ, **kw)
 
 
 def _commands(help_text: str) -> list[str]:

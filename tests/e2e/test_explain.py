@@ -3,9 +3,8 @@ explanation names the cause that holds in a real (synthetic) environment."""
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,11 @@ import pytest
 from fixdnn.probes.explain import explain, is_harmless, match_text, render_lines
 from fixdnn.symptoms.registry import load_rules
 from tests.envkit import stubs
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder
 from tests.envkit.machine import hermetic_environ
 
 SIGNATURES = load_rules(include_user=False).errors
-FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 NOISE_BEFORE = ("2026-01-02 10:11:12.345678: I tensorflow/core/util/port.cc:153] some unrelated info\n"
                 "\x1b[33mW0000 00:00:1700000000.1 12345 cuda_executor.cc:1000] a coloured warning\x1b[0m\r\n"
                 "Traceback (most recent call last):\n  File \"train.py\", line 3, in <module>\n")
@@ -75,7 +74,7 @@ def _env_without_cudnn(tmp_path):
 
 def _cli(args, env=None, stdin=None):
     environ = hermetic_environ(Path(env.prefix).parent if env else Path("/tmp"), PATH="/usr/bin:/bin")
-    return subprocess.run([FIXDNN, *args], capture_output=True, text=True, env=environ, input=stdin, timeout=120)
+    return run_fixdnn(args, environ, input=stdin, how="script")
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -107,11 +106,11 @@ def test_healthy_environment_rules_the_known_causes_out(tmp_path):
 
 
 def test_stdin_and_bad_input():
-    proc = subprocess.run([FIXDNN, "explain"], input="OMP: Error #15: Initializing libiomp5.so, but found "
-                          "libiomp5.so already initialized.\n", capture_output=True, text=True, timeout=120)
+    proc = run_fixdnn(["explain"], dict(os.environ), input="OMP: Error #15: Initializing libiomp5.so, but found "
+                      "libiomp5.so already initialized.\n", how="script")
     assert "E36 (line 1)" in proc.stdout
-    missing = subprocess.run([FIXDNN, "explain", "--log", "/nonexistent/log\nfile"], capture_output=True, text=True)
+    missing = run_fixdnn(["explain", "--log", "/nonexistent/log\nfile"], dict(os.environ), how="script")
     assert missing.returncode == 2 and missing.stderr.startswith("fixdnn: --log") and "Traceback" not in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
-    nothing = subprocess.run([FIXDNN, "explain", "all is well"], capture_output=True, text=True)
+    nothing = run_fixdnn(["explain", "all is well"], dict(os.environ), how="script")
     assert nothing.returncode == 1 and "no known error message" in nothing.stdout

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +17,11 @@ from fixdnn.knowledge import compat as compat_mod
 from fixdnn.symptoms.registry import diagnose, load_rules
 from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.cuda import fatbin_so, libcuda, nvml, proc_driver
 from tests.envkit.elfkit import build_so
 from tests.envkit.env import EnvBuilder
 
-FIXDNN = [sys.executable, "-c", "import sys; from fixdnn.cli import main; sys.exit(main())"]
 MULTIARCH = "usr/lib/x86_64-linux-gnu"
 CU130 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
 CU126 = ["sm_80", "sm_86", "sm_90"]  # the part of cu126's list that matters here (fewer nvcc runs)
@@ -221,19 +219,16 @@ def test_cuda_compat_on_an_older_datacenter_driver_is_a_warning(tmp_path, enviro
 def test_saved_facts_from_a_gpu_machine_diagnose_anywhere(tmp_path, environ):
     """fixdnn facts --json on the 'GPU machine' (a --root tree here), then diagnose --facts FILE."""
     root = gpu_machine(tmp_path, torch="2.14.1+cu126", archs=CU126, gpus=(("0000:01:00.0", "NVIDIA GeForce RTX 5090"),))
-    saved = subprocess.run(FIXDNN + ["--root", str(root), "--prefix", "/opt/env", "facts"],
-                           capture_output=True, text=True, env=environ, timeout=120)
+    saved = run_fixdnn(["--root", str(root), "--prefix", "/opt/env", "facts"], environ, how="code")
     assert saved.returncode == 0, saved.stderr
     facts_file = tmp_path / "gpu-machine.json"
     facts_file.write_text(saved.stdout)
     data = json.loads(saved.stdout)
     data = data.get("facts", data)
     assert data["gpu"]["gpus"][0]["compute_capability"] == "12.0"
-    out = subprocess.run(FIXDNN + ["--json", "--dry-run", "--offline", "--facts", str(facts_file)], capture_output=True,
-                         text=True, env=environ, timeout=120)
+    out = run_fixdnn(["--json", "--dry-run", "--offline", "--facts", str(facts_file)], environ, how="code")
     assert "FDN601" in out.stdout and "torch==2.14.1+cu130" in out.stdout, out.stdout + out.stderr
-    human = subprocess.run(FIXDNN + ["--offline", "--facts", str(facts_file)], capture_output=True, text=True,
-                           env=environ, timeout=120)
+    human = run_fixdnn(["--offline", "--facts", str(facts_file)], environ, how="code")
     assert "GPU NVIDIA GeForce RTX 5090: compute capability 12.0 (by name in rules/compat/gpu.toml)" in human.stdout
     assert "torch 2.14.1+cu126 has kernels for sm_80, sm_86, sm_90" in human.stdout
 

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +11,10 @@ import pytest
 jsonschema = pytest.importorskip("jsonschema")
 
 from fixdnn.shell.envfile import EnvFile, EnvOp  # noqa: E402
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder, stray_cudnn  # noqa: E402
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "reference" / "schemas"
-FIXDNN = [sys.executable, "-m", "fixdnn"]
 
 
 def published(name: str) -> dict:
@@ -59,7 +57,7 @@ def valid(stdout: str, expected: str) -> dict:
 
 
 def run(args, environ, **kw):
-    return subprocess.run(FIXDNN + list(args), capture_output=True, text=True, env=environ, timeout=300, **kw)
+    return run_fixdnn(args, environ, timeout=300, **kw)
 
 
 def test_the_schemas_reject_what_they_should(tmp_path, environ):
@@ -108,7 +106,13 @@ def test_report_symptoms_env_verify_explain(tmp_path, environ):
 
 def test_lock_apply_history_rollback(tmp_path):
     pytest.importorskip("conda_lock")
-    from tests.e2e.test_apply_kit import cli_env, copy_venv, index_dir, site_of
+    from tests.e2e.test_apply_kit import (
+        cli_env,
+        copy_venv,
+        index_dir,
+        pip_into,
+        site_of,
+    )
 
     env = cli_env(tmp_path / "state", index_dir())
     prefix = copy_venv(tmp_path / "venv", "cudnn910-pip")
@@ -117,8 +121,7 @@ def test_lock_apply_history_rollback(tmp_path):
     locked = valid(run(["lock", "--python", python, "-o", str(lock), "--json"], env).stdout, "fixdnn.lock/1")
     assert locked["output"] == str(lock) and locked["pip_packages"] >= 1
 
-    up = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "nvidia-cudnn-cu12==9.3.0.75"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    up = pip_into(python, env, "install", "nvidia-cudnn-cu12==9.3.0.75", check=False)
     assert up.returncode == 0, up.stderr
     refused = run(["--lock", str(lock), "apply", "--python", python, "--json"], env)
     assert refused.returncode == 2 and refused.stdout == "" and "--yes" in refused.stderr

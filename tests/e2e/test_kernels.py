@@ -24,8 +24,9 @@ from fixdnn.repair.transaction import rollback
 from fixdnn.shell.envfile import EnvFile, EnvOp
 from fixdnn.shell.kernelspec import render
 from fixdnn.target.host import Host
-from tests.e2e.test_apply_kit import CACHE, ROOT, _building, tree
+from tests.e2e.test_apply_kit import CACHE, _building, tree
 from tests.envkit import stubs
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder
 
 # Not keyed by the apply kit's source (CACHE is): only the Python version decides what pip installs here.
@@ -146,13 +147,12 @@ def test_kernelspec_env_render_is_idempotent_and_keeps_its_own_values():
 
 def test_fixdnn_env_lists_kernelspecs(world):
     env, lib, environ, _specs = world
-    cli = [str(ROOT / ".venv/bin/fixdnn"), "--prefix", str(env.prefix), "env"]
-    run = subprocess.run(cli, env=environ, capture_output=True, text=True, timeout=120)
+    cli = ["--prefix", str(env.prefix), "env"]
+    run = run_fixdnn(cli, environ, how="script")
     assert run.returncode == 0, run.stderr
     assert "kernelspec fx-user:" in run.stdout and "user; runs this environment" in run.stdout
     assert "kernelspec other:" in run.stdout and "runs /usr/bin/python3" in run.stdout
-    data = json.loads(subprocess.run(cli[:-1] + ["--json", "env"], env=environ, capture_output=True,
-                                     text=True, timeout=120).stdout)
+    data = json.loads(run_fixdnn(cli[:-1] + ["--json", "env"], environ, how="script").stdout)
     assert {k["name"] for k in data["kernelspecs"] if k["runs_env"]} == {"fx-user", "fx-env"}
     assert data["in_process"]["installed"] is False
     assert os.path.isdir(env.prefix)
@@ -165,9 +165,9 @@ def test_verify_checks_plain_python_and_each_kernel(world):
     plan = Plan((Action("path-prepend", fixes, name="LD_LIBRARY_PATH", value=str(lib)),
                  Action("preload", fixes, path=str(lib / "libcudnn.so.9"))))
     assert apply_plan(plan, Target(str(env.prefix), str(env.python), (str(env.site),), specs)).outcome == "applied"
-    cli = [str(ROOT / ".venv/bin/fixdnn"), "--prefix", str(env.prefix), "--json", "verify", "--timeout", "120"]
-    out = json.loads(subprocess.run(cli, env={**environ, "FIXDNN_STATE_DIR": os.environ["FIXDNN_STATE_DIR"]},
-                                    capture_output=True, text=True, timeout=600).stdout)
+    cli = ["--prefix", str(env.prefix), "--json", "verify", "--timeout", "120"]
+    environ = {**environ, "FIXDNN_STATE_DIR": os.environ["FIXDNN_STATE_DIR"]}
+    out = json.loads(run_fixdnn(cli, environ, timeout=600, how="script").stdout)
     passed = "\n".join(out["passed"])
     assert "plain env/bin/python, no activation: torch: import torch works" in passed
     assert "kernel fx-user" in passed and "kernel fx-env" in passed
@@ -177,8 +177,7 @@ def test_verify_checks_plain_python_and_each_kernel(world):
     # the copy, through the LD_LIBRARY_PATH their kernelspec env gives the loader before the kernel starts
     toml = env.prefix / "etc/fixdnn/env.toml"
     toml.write_text(toml.read_text() + "# edited\n")
-    out = json.loads(subprocess.run(cli, env={**environ, "FIXDNN_STATE_DIR": os.environ["FIXDNN_STATE_DIR"]},
-                                    capture_output=True, text=True, timeout=600).stdout)
+    out = json.loads(run_fixdnn(cli, environ, timeout=600, how="script").stdout)
     errors = [f["summary"] for f in out["findings"] if f["severity"] == "error"]
     assert any(s.startswith("plain env/bin/python, no activation: torch: import torch failed") for s in errors)
     assert len(errors) == 1, errors
@@ -188,9 +187,8 @@ def test_verify_checks_plain_python_and_each_kernel(world):
 def test_cli_plan_names_kernelspecs_outside_the_environment_then_applies_to_them(world):
     env, lib, environ, (inside, user, other) = world
     environ = {**environ, "CUDNN_PATH": str(lib.parent), "FIXDNN_STATE_DIR": os.environ["FIXDNN_STATE_DIR"]}
-    cli = [str(ROOT / ".venv/bin/fixdnn"), "--python", str(env.python), "--offline"]
-    dry = json.loads(subprocess.run(cli + ["--dry-run", "--json"], env=environ, capture_output=True, text=True,
-                                    timeout=300).stdout)["plan"]
+    cli = ["--python", str(env.python), "--offline"]
+    dry = json.loads(run_fixdnn(cli + ["--dry-run", "--json"], environ, timeout=300, how="script").stdout)["plan"]
     assert [a["kind"] for a in dry["actions"]][:2] == ["path-prepend", "preload"], dry["actions"]
     reach = {r["where"]: r["reaches"] for r in dry["actions"][0]["reach"]}
     assert reach["in-process"] == "" and reach["kernelspec"].startswith("2 Jupyter kernelspec")
@@ -199,7 +197,7 @@ def test_cli_plan_names_kernelspecs_outside_the_environment_then_applies_to_them
     assert any(f["path"] == str(user) for f in dry["files"])  # the kernel.json diff is shown, not written
     assert "env" not in json.loads(user.read_text()) and "env" not in json.loads(other.read_text())
 
-    run = subprocess.run(cli + ["apply", "--yes"], env=environ, capture_output=True, text=True, timeout=300)
+    run = run_fixdnn(cli + ["apply", "--yes"], environ, timeout=300, how="script")
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"kernelspec fx-user: {user} gets the variables in its 'env' (OUTSIDE the environment" in run.stdout
     assert "in-process: not reached: LD_LIBRARY_PATH is read by the dynamic loader" in run.stdout

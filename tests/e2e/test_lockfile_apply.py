@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("conda_lock")
 
-from tests.e2e.test_apply_kit import cli_env, copy_venv, index_dir, site_of  # noqa: E402
+from tests.e2e.test_apply_kit import cli_env, copy_venv, index_dir, pip_into, site_of  # noqa: E402
+from tests.envkit.cli import run_fixdnn
 
 HOSTILE = "lock env with space 'q' é"
 
 
 def cli(env: dict, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fixdnn", *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    return run_fixdnn(args, env, cwd=cwd, timeout=300)
 
 
 def cudnn_versions(prefix: Path) -> list[str]:
@@ -51,8 +50,7 @@ def test_lock_drift_apply_restores_the_locked_version(world, tmp_path):
     assert "lockfile-drift" not in healthy.stdout, healthy.stdout
 
     # drift: someone upgrades cuDNN by hand
-    up = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "nvidia-cudnn-cu12==9.3.0.75"],
-                        env=env, capture_output=True, text=True, timeout=300)
+    up = pip_into(python, env, "install", "nvidia-cudnn-cu12==9.3.0.75", check=False)
     assert up.returncode == 0, up.stderr
     assert cudnn_versions(prefix) == ["nvidia_cudnn_cu12-9.3.0.75.dist-info"]
 

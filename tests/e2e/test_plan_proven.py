@@ -12,15 +12,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.envkit import stubs
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder, stray_cudnn
 
-FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 PIN = "nvidia-cudnn-cu13==9.24.0.43"
 
 
@@ -32,7 +31,7 @@ def environ(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def fixdnn(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([FIXDNN, *args], env=env, capture_output=True, text=True, timeout=300)
+    return run_fixdnn(args, env, timeout=300, how="script")
 
 
 def dry_run(env: dict, python: Path, *args: str) -> dict:

@@ -4,15 +4,12 @@ an explanation when the command fails with a known message."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-from pathlib import Path
 
 from fixdnn.shell.envfile import EnvFile, EnvOp
 from fixdnn.shell.run import run_command
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.machine import hermetic_environ
-
-FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 
 
 def _prefix(tmp_path, ops=()):
@@ -27,7 +24,7 @@ def _prefix(tmp_path, ops=()):
 
 def _run(args, tmp_path, **extra):
     environ = hermetic_environ(tmp_path, PATH="/usr/bin:/bin", **extra)
-    return subprocess.run([FIXDNN, *args], capture_output=True, text=True, env=environ, timeout=120)
+    return run_fixdnn(args, environ, how="script")
 
 
 def test_repairs_applied_output_and_exit_code_passed_through(tmp_path):

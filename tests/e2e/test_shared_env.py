@@ -22,10 +22,12 @@ from tests.e2e.test_apply_kit import (
     copy_venv,
     index_dir,
     leftovers,
+    pip_into,
     run_py,
     site_of,
     tree,
 )
+from tests.envkit.cli import run_fixdnn
 
 PIN93 = {"kind": "pip-install", "packages": ["nvidia-cudnn-cu12==9.3.0.75"]}
 ROLLBACK = "from fixdnn.repair.transaction import rollback; r, n = rollback({prefix!r}); print(r.id, n)"
@@ -110,8 +112,7 @@ def test_a_file_owned_by_another_distribution_is_stashed_and_restored(tmp_path):
     build_wheel(extra, "nvidia-cudnn-frontend", "1.0", {header: b"// frontend 1.0\n"})
     build_wheel(extra, "cudnn-tool", "3.0", {"cudnn_tool.py": b"V = '3.0'\n", header: b"// shipped by tool 3\n"})
     env = _as(tmp_path / "u", index_dir(), PIP_FIND_LINKS=f"{index_dir()} {extra}")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(prefix / "bin/python"), "install", "-q",
-                    "nvidia-cudnn-frontend==1.0"], env=env, check=True, capture_output=True)
+    pip_into(prefix / "bin/python", env, "install", "-q", "nvidia-cudnn-frontend==1.0")
     before = tree(prefix)
     res = json.loads(_ok(apply_in_child(prefix, [{"kind": "pip-install", "packages": ["cudnn-tool==3.0"]}], env)))
     assert res["outcome"] == "applied"
@@ -144,17 +145,14 @@ def test_another_users_interrupted_transaction_is_named_when_the_environment_is(
     alice, bob = _as(tmp_path / "alice", index), _as(tmp_path / "bob", index)
     killed = apply_in_child(prefix, [PIN93], {**bob, "FIXDNN_TEST_CRASH_AT": "1:done"})
     assert killed.returncode == -signal.SIGKILL
-    cli = [sys.executable, "-m", "fixdnn"]
-    named = subprocess.run([*cli, "--prefix", str(prefix), "history"], env=alice, capture_output=True, text=True,
-                           timeout=120)
-    active = subprocess.run([*cli, "symptoms"], env={**alice, "VIRTUAL_ENV": str(prefix)}, capture_output=True,
-                            text=True, timeout=120)
-    elsewhere = subprocess.run([*cli, "symptoms"], env=alice, capture_output=True, text=True, timeout=120)
+    named = run_fixdnn(["--prefix", str(prefix), "history"], alice)
+    active = run_fixdnn(["symptoms"], {**alice, "VIRTUAL_ENV": str(prefix)})
+    elsewhere = run_fixdnn(["symptoms"], alice)
     for proc in (named, active):
         assert "was interrupted" in proc.stderr and str(prefix) in proc.stderr, proc.stderr
     assert "was interrupted" not in elsewhere.stderr
     # bob changed it: his own notice does not depend on naming it
-    mine = subprocess.run([*cli, "symptoms"], env=bob, capture_output=True, text=True, timeout=120)
+    mine = run_fixdnn(["symptoms"], bob)
     assert "was interrupted" in mine.stderr
 
 

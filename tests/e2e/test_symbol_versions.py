@@ -7,11 +7,10 @@ import json
 import subprocess
 import sys
 
-
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder
 from tests.envkit.symver import provider, requester
 
-FIXDNN = [sys.executable, "-m", "fixdnn"]
 SONAME = "libnvJitLink.so.13"
 NEW = {SONAME: ["nvJitLinkCreate", "__nvJitLinkGetErrorLogSize_13_1"]}
 OLD = {SONAME: ["nvJitLinkCreate"]}
@@ -31,8 +30,7 @@ def torch_with_nvjitlink(tmp_path, provider_versions) -> EnvBuilder:
 
 
 def diagnose(env, environ):
-    proc = subprocess.run(FIXDNN + ["--python", str(env.python), "--json"], capture_output=True, text=True,
-                          env=environ, timeout=120)
+    proc = run_fixdnn(["--python", str(env.python), "--json"], environ)
     assert proc.stderr == "" or "Traceback" not in proc.stderr, proc.stderr
     return proc, json.loads(proc.stdout)
 

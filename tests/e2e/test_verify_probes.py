@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +15,11 @@ from fixdnn.probes.suite import trim_trace, verify
 from fixdnn.target.host import Host
 from fixdnn.target.interpreter import TargetSpec
 from tests.envkit import stubs
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder, stray_cudnn
 from tests.envkit.machine import hermetic_environ
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build real ELF objects")
-FIXDNN = str(Path(sys.executable).parent / "fixdnn")
 
 
 def _environ(tmp_path, **extra):
@@ -153,16 +150,15 @@ def test_trim_trace_keeps_the_search_and_drops_pids():
 
 def test_cli_verify_exit_codes_and_json(env, tmp_path):
     environ = _environ(tmp_path)
-    ok = subprocess.run([FIXDNN, "--python", str(env.python), "verify"], capture_output=True, text=True,
-                        env=environ, timeout=300)
+    ok = run_fixdnn(["--python", str(env.python), "verify"], environ, timeout=300, how="script")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ok    torch: conv2d on the CPU works" in ok.stdout and "info  cudnn-no-gpu" in ok.stdout
     (env.cudnn_lib / "libcudnn_graph.so.9").unlink()
-    bad = subprocess.run([FIXDNN, "--python", str(env.python), "--json", "verify", "--loader-trace"],
-                         capture_output=True, text=True, env=environ, timeout=300)
+    bad = run_fixdnn(["--python", str(env.python), "--json", "verify", "--loader-trace"], environ, timeout=300,
+                     how="script")
     assert bad.returncode == 1, bad.stderr
     data = json.loads(bad.stdout)
     assert data["schema"] == "fixdnn.verify/1" and data["ok"] is False
     assert "libcudnn_graph.so.9" in data["loader_traces"]
-    refused = subprocess.run([FIXDNN, "--root", str(tmp_path), "verify"], capture_output=True, text=True, env=environ)
+    refused = run_fixdnn(["--root", str(tmp_path), "verify"], environ, how="script")
     assert refused.returncode == 2 and refused.stderr.startswith("fixdnn: verify runs the target's interpreter")

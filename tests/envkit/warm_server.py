@@ -1,0 +1,103 @@
+"""The warm fixdnn server of tests/envkit/cli.py: run as ``python -c <this file's text> FD`` (not imported).
+
+It imports what every fixdnn command imports, then serves one call at a time on the SOCK_SEQPACKET socket FD:
+a call is a JSON message {argv, env, cwd, path0, code} with three file descriptors (stdin, stdout, stderr). It
+forks; the child becomes that call (streams, working folder, environment, argv, sys.path[0]), runs
+``fixdnn.cli.main`` (or, given ``code``, runs it as ``python -c`` would) and ends as the interpreter would; the server replies with the child's pid, then with
+its exit status (``subprocess``'s convention: -N for a signal). An empty message, or EOF, ends the server.
+Only the standard library and fixdnn are imported here: the server knows nothing of the tests.
+"""
+
+import atexit
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import traceback
+
+if sys.path and sys.path[0] == "":
+    del sys.path[0]  # ``-c`` put the server's working folder first; each child sets its own sys.path[0]
+
+# What a command imports before it does anything (measured: 0.18 s of interpreter start-up and imports).
+import fixdnn.cli.app  # noqa: E402,F401
+import fixdnn.cli.report  # noqa: E402,F401
+import fixdnn.facts  # noqa: E402,F401
+import fixdnn.plan.build  # noqa: E402,F401
+import fixdnn.repair.apply  # noqa: E402,F401
+import fixdnn.symptoms.registry  # noqa: E402,F401
+from fixdnn.cli import main  # noqa: E402
+
+
+def _exit_code(code) -> int:
+    """What ``sys.exit(code)`` makes the interpreter exit with."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _become(call: dict, fds: list[int], server: int) -> None:
+    """In the child: take the call's streams, folder, environment and argv; run; end as python does."""
+    code = 1
+    try:
+        os.close(server)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        os.chdir(call["cwd"])
+        os.environ.clear()
+        os.environ.update(call["env"])
+        sys.argv = list(call["argv"])
+        if call["path0"] is not None:
+            sys.path.insert(0, call["path0"])
+        if call.get("code") is None:
+            code = _exit_code(main())
+        else:
+            import builtins
+
+            exec(compile(call["code"], "<string>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
+            code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught exception
+        traceback.print_exc()
+        code = 1
+    try:  # the interpreter's own ending: wait for non-daemon threads, run atexit, flush the streams
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - a flush into a closed pipe: python exits 120
+        code = 120
+    os._exit(code)
+
+
+def serve(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    while True:
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(sock, 1 << 22, 3)
+        except OSError:
+            return
+        if not message:
+            return
+        call = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            _become(call, fds, sock.fileno())
+        for fd in fds:
+            os.close(fd)
+        sock.sendall(struct.pack("!q", pid))
+        _pid, status = os.waitpid(pid, 0)
+        sock.sendall(struct.pack("!q", os.waitstatus_to_exitcode(status)))
+
+
+serve(int(sys.argv[1]))
