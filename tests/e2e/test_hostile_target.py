@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder
 
-FIXDNN = [sys.executable, "-I", "-m", "fixdnn"]  # -I: fixdnn's own imports never come from the cwd either
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def fixdnn(args, environ, cwd=None, timeout=120):
-    return subprocess.run(FIXDNN + list(args), capture_output=True, text=True, env=environ, cwd=cwd, timeout=timeout)
+    # -I: fixdnn's own imports never come from the cwd either
+    return run_fixdnn(args, environ, cwd=cwd, timeout=timeout, how="isolated")
 
 
 def one_line_error(proc):

@@ -4,9 +4,10 @@
     proc = run_fixdnn(["--json", "--python", py], env, cwd=folder, input=None, timeout=120, how="module")
     proc.returncode, proc.stdout, proc.stderr      # a subprocess.CompletedProcess, text
 
-``how`` is the way a user starts it: ``"module"`` (``python -m fixdnn``), ``"script"`` (the ``fixdnn`` console
-script next to this interpreter) or ``"code"`` (``python -c 'from fixdnn.cli import main; ...'``). Standard
-input is empty unless ``input`` is given.
+``how`` is the way a user starts it: ``"module"`` (``python -m fixdnn``), ``"isolated"`` (``python -I -m
+fixdnn``: no PYTHON* variables, no user site, no working folder on ``sys.path``), ``"script"`` (the
+``fixdnn`` console script next to this interpreter) or ``"code"`` (``python -c 'from fixdnn.cli import main;
+...'``). Standard input is empty unless ``input`` is given.
 
 **Warm start (the default).** Starting an interpreter and importing typer, rich, packaging and fixdnn is
 0.18 s of the 0.3 s a diagnosis takes, and the suite starts some 250 fixdnn processes. So each pytest worker
@@ -53,33 +54,35 @@ _SERVER_SOURCE = (Path(__file__).with_name("warm_server.py")).read_text(encoding
 
 def argv_for(how: str) -> list[str]:
     """The command a user types to start fixdnn this way (what a real start runs)."""
-    return {"module": [sys.executable, "-m", "fixdnn"], "script": [_SCRIPT],
-            "code": [sys.executable, "-c", _CODE]}[how]
+    return {"module": [sys.executable, "-m", "fixdnn"], "isolated": [sys.executable, "-I", "-m", "fixdnn"],
+            "script": [_SCRIPT], "code": [sys.executable, "-c", _CODE]}[how]
 
 
-def _startup_key(env: dict[str, str]) -> tuple | None:
-    """The values that decide how an interpreter starts; None when only a real start will do."""
+def _startup_key(env: dict[str, str], flags: tuple[str, ...] = ()) -> tuple | None:
+    """The interpreter's options and the variables that decide how it starts; None when only a real start
+    will do."""
     if any(k.startswith("LD_") for k in env):
         return None
-    return tuple(sorted((k, v) for k, v in env.items() if k in STARTUP_VARS or k.startswith("PYTHON")))
+    return flags, tuple(sorted((k, v) for k, v in env.items() if k in STARTUP_VARS or k.startswith("PYTHON")))
 
 
 def _sys_argv(how: str, args: list[str]) -> list[str]:
     """``sys.argv`` as the interpreter sets it for each way of starting."""
-    first = {"module": str(Path(fixdnn.__file__).with_name("__main__.py")), "code": "-c", "script": _SCRIPT}[how]
+    main = str(Path(fixdnn.__file__).with_name("__main__.py"))
+    first = {"module": main, "isolated": main, "code": "-c", "script": _SCRIPT}[how]
     return [first, *args]
 
 
-def _path0(how: str, cwd: str) -> str:
+def _path0(how: str, cwd: str) -> str | None:
     """``sys.path[0]`` as the interpreter sets it: the working folder for ``-m``, ``''`` for ``-c``, the
-    script's folder for a console script."""
-    return {"module": cwd, "code": "", "script": os.path.dirname(_SCRIPT)}[how]
+    script's folder for a console script; nothing at all with ``-I``."""
+    return {"module": cwd, "isolated": None, "code": "", "script": os.path.dirname(_SCRIPT)}[how]
 
 
 class _Server:
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], flags: tuple[str, ...]):
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER_SOURCE, str(theirs.fileno())], env=env,
+        self.proc = subprocess.Popen([sys.executable, *flags, "-c", _SERVER_SOURCE, str(theirs.fileno())], env=env,
                                      pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
         theirs.close()
@@ -166,8 +169,8 @@ def _close_servers() -> None:
         _servers.popitem()[1].close()
 
 
-def _server_for(env: dict[str, str]) -> _Server | None:
-    key = _startup_key(env)
+def _server_for(env: dict[str, str], flags: tuple[str, ...] = ()) -> _Server | None:
+    key = _startup_key(env, flags)
 
     if key is None or os.environ.get(REAL_VAR) == "1":
         return None
@@ -175,7 +178,7 @@ def _server_for(env: dict[str, str]) -> _Server | None:
     if server is None or server.proc.poll() is not None:
         if server is None and len(_servers) >= MAX_SERVERS:
             return None
-        server = _servers[key] = _Server(env)
+        server = _servers[key] = _Server(env, flags)
     return server
 
 
@@ -200,7 +203,7 @@ def run_fixdnn(args: list[str], env: dict[str, str], *, cwd: str | os.PathLike |
     exit status. Raises subprocess.TimeoutExpired after killing the process."""
     args = [os.fspath(a) for a in args]
     argv = [*argv_for(how), *args]
-    server = _server_for(env)
+    server = _server_for(env, ("-I",) if how == "isolated" else ())
     if server is None:
         return subprocess.run(argv, env=env, cwd=cwd, input=input, capture_output=True, text=True,
                               timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)

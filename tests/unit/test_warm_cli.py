@@ -58,7 +58,7 @@ def test_a_python_snippet_sees_only_what_the_call_gives(tmp_path, environ, real,
     assert {k: v for k, v in w["env"].items() if k != "LC_CTYPE"} == env
 
 
-@pytest.mark.parametrize("how", ["module", "script", "code"])
+@pytest.mark.parametrize("how", ["module", "isolated", "script", "code"])
 def test_each_way_of_starting_fixdnn_gives_the_same_output_and_exit(how, tmp_path, environ, real):
     for args in (["--version"], ["--no-such-option"], ["explain", "all is well"]):
         warm, cold = _both(real, cli.run_fixdnn, args, environ, cwd=tmp_path, how=how)
