@@ -35,8 +35,12 @@ SYSTEM_PLACES = (
 SYSTEM_ROOT_VAR = "FIXDNN_SYSTEM_ROOT"
 
 
+_PLACES = frozenset(SYSTEM_PLACES)
+_BELOW_PLACES = tuple(place + "/" for place in SYSTEM_PLACES)
+
+
 def _under_system(path: str) -> bool:
-    return any(path == place or path.startswith(place + "/") for place in SYSTEM_PLACES)
+    return path in _PLACES or path.startswith(_BELOW_PLACES)
 
 
 class HostError(Exception):
@@ -112,30 +116,35 @@ class Host:
             return os.path.realpath(path)
         if self.root is None and not path.startswith("/"):
             path = os.path.abspath(path)  # relative to our cwd, as os.path.realpath would take it
-        parts = [p for p in path.split("/") if p]
-        resolved: list[str] = []
+        todo = [p for p in reversed(path.split("/")) if p]  # the next component last: pop() is O(1)
+        resolved = ""  # "" is "/"; else "/a/b", already free of ".", ".." and links
         hops = 0
-        while parts:
-            part = parts.pop(0)
+        while todo:
+            part = todo.pop()
             if part == ".":
                 continue
             if part == "..":
-                if resolved:
-                    resolved.pop()
+                resolved = resolved.rpartition("/")[0]
                 continue
-            candidate = "/" + "/".join(resolved + [part])
+            candidate = resolved + "/" + part
             try:
-                link = os.readlink(self.real(candidate))
+                link = os.readlink(self._real_clean(candidate))
             except OSError:
-                resolved.append(part)
+                resolved = candidate
                 continue
             hops += 1
             if hops > _MAX_SYMLINKS:
-                return "/" + "/".join(resolved + [part] + parts)
+                return "/".join([candidate, *reversed(todo)])
             if link.startswith("/"):
-                resolved = []
-            parts = [p for p in link.split("/") if p] + parts
-        return "/" + "/".join(resolved)
+                resolved = ""
+            todo.extend(p for p in reversed(link.split("/")) if p)
+        return resolved or "/"
+
+    def _real_clean(self, path: str) -> Path | str:
+        """:meth:`real` of an absolute path already free of ``.``, ``..`` and repeated slashes."""
+        if self.root is not None:
+            return self.root / path[1:]
+        return self.system + path if _under_system(path) else path
 
     # -- reads -------------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fixdnn.facts import gather
 from fixdnn.facts.ldcache import read_ld_cache
 from fixdnn.target.host import SYSTEM_ROOT_VAR, Host
@@ -59,3 +62,33 @@ def test_diagnosis_finds_what_is_planted_and_nothing_else(tmp_path, machine, env
     bare = gather(Host(environ=environ), spec, save_cache=False)  # the session's bare machine
     assert bare.libraries == () and bare.driver is None
     assert read_ld_cache(Host()).error == "No such file or directory"
+
+
+def _tree_of_links(base, draw):
+    """Folders a/b/c under ``base`` and links drawn among them: absolute, relative with '..', chains,
+    dangling; the paths to resolve walk through them."""
+    for d in ("a/b/c", "a/x", "y"):
+        (base / d).mkdir(parents=True, exist_ok=True)
+    (base / "a/b/c/file").write_text("f")
+    targets = [str(base / "a/b"), "../x", "b/c", "c/file", "missing/deeper", "..", str(base / "y/l0"), "l1", "."]
+    homes = ["a", "a/b", "a/x", "y"]
+    for i, (home, target) in enumerate(draw):
+        (base / homes[home % len(homes)] / f"l{i}").symlink_to(targets[target % len(targets)])
+    names = [p for p in base.rglob("*")]
+    return names + [p / "c" / "file" for p in names] + [p / ".." / "x" for p in names]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=6))
+def test_the_mapped_walk_resolves_links_as_the_kernel_does(tmp_path_factory, draw):
+    """Outside the system places, Host(system=...) must land where the kernel lands (os.path.realpath),
+    for absolute and relative links, '..' after a link, chains, and links that dangle or loop."""
+    base = tmp_path_factory.mktemp("links")
+    host = Host(system=str(tmp_path_factory.mktemp("machine")))
+    for path in _tree_of_links(base, draw):
+        try:
+            expect = os.path.realpath(path, strict=True)
+        except OSError:
+            continue  # dangling or looping: the kernel has no answer to compare with
+        assert host.realpath(str(path)) == expect, path
+        assert host.on_disk(str(path)) == expect
