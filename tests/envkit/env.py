@@ -37,6 +37,19 @@ def record_line(rel: str, path: Path) -> str:
     return f"{rel},sha256={digest},{len(data)}"
 
 
+_SITE_IN_VENV: list[str] = []
+
+
+def _site_in_venv(python: Path) -> str:
+    """Where a venv of this interpreter keeps its site-packages, relative to the venv: asked of the first
+    venv's own interpreter (the layout is the interpreter's, patched by some distributions), then reused."""
+    if not _SITE_IN_VENV:
+        code = "import os, sys, sysconfig; print(os.path.relpath(sysconfig.get_paths()['purelib'], sys.prefix))"
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+        _SITE_IN_VENV.append(out.stdout.strip())
+    return _SITE_IN_VENV[0]
+
+
 class EnvBuilder:
     def __init__(self, prefix: str | os.PathLike, *, real_python: bool = True, conda: bool = False,
                  python_version: str | None = None):
@@ -45,9 +58,8 @@ class EnvBuilder:
         if real_python:
             venv.EnvBuilder(with_pip=False, symlinks=True).create(self.prefix)
             self.python = self.prefix / "bin" / "python"
-            out = subprocess.run([str(self.python), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
-                                 capture_output=True, text=True, check=True)
-            self.site = Path(out.stdout.strip())
+            self.site = self.prefix / _site_in_venv(self.python)
+            assert self.site.is_dir(), f"venv made no {self.site}"
         else:
             ver = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
             self.python = None
