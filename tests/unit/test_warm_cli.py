@@ -18,11 +18,15 @@ SHOW = ("import json, os, sys; print(json.dumps({'argv': sys.argv, 'path0': sys.
 
 
 @pytest.fixture(autouse=True)
+def warm(monkeypatch):
+    monkeypatch.delenv(cli.REAL_VAR, raising=False)  # these tests are about the warm start, whatever the run
+
+
+@pytest.fixture
 def servers(monkeypatch):
-    """Servers of this test's own: what the first call of a test started them with is known."""
+    """Servers of this test's own: what the first call of the test started them with is known."""
     mine: dict = {}
     monkeypatch.setattr(cli, "_servers", mine)
-    monkeypatch.delenv(cli.REAL_VAR, raising=False)  # these tests are about the warm start, whatever the run
     yield mine
     while mine:
         mine.popitem()[1].close()
@@ -82,7 +86,7 @@ def test_a_call_past_its_timeout_is_killed(environ):
     assert cli.run_python("print('next')", [], environ).stdout == "next\n"  # the server goes on
 
 
-def test_loader_variables_and_the_switch_start_a_real_interpreter(environ, monkeypatch):
+def test_loader_variables_and_the_switch_start_a_real_interpreter(environ, monkeypatch, servers):
     """LD_* is read by the dynamic loader when the interpreter starts, which a fork never repeats."""
     assert cli._server_for({**environ, "LD_LIBRARY_PATH": "/x"}) is None
     assert cli._server_for(environ) is not None
@@ -90,7 +94,7 @@ def test_loader_variables_and_the_switch_start_a_real_interpreter(environ, monke
     assert cli._server_for(environ) is None
 
 
-def test_interpreter_start_up_variables_get_a_server_of_their_own(environ):
+def test_interpreter_start_up_variables_get_a_server_of_their_own(environ, servers):
     plain = cli._server_for(environ)
     other = cli._server_for({**environ, "PYTHONPATH": "/somewhere"})
     assert plain is cli._server_for(dict(environ)) and other is not None and other is not plain
