@@ -6,7 +6,6 @@
 # folder. The sys.path a plain `python` of this environment would have is computed instead, the way
 # `site.main()` builds it: the venv's pyvenv.cfg, the user site, the site dirs, and every .pth file read
 # as text. Lines a .pth would execute and customize modules are reported, never run.
-import json
 import os
 import site
 import sys
@@ -217,7 +216,34 @@ def main():
         "markers": _markers(),
         "wheel_env": _wheel_env(),
     }
-    sys.stdout.write(json.dumps(out))
+    sys.stdout.write(_json(out))
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _u(code):
+    """A code point as json.dumps escapes it (above U+FFFF: a surrogate pair)."""
+    if code > 0xFFFF:
+        code -= 0x10000
+        return "\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF))
+    return "\\u%04x" % code
+
+
+def _json(value):
+    """``json.dumps(value)`` for the plain values the probe prints (dict, list, str, int, float, bool,
+    None), written out: importing json (with re and enum) was a third of the probe's start-up."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + "".join(_ESCAPES.get(c) or (c if " " <= c < "\x7f" else _u(ord(c))) for c in value) + '"'
+    if isinstance(value, dict):
+        return "{" + ", ".join(_json(str(k)) + ": " + _json(v) for k, v in value.items()) + "}"
+    return "[" + ", ".join(_json(v) for v in value) + "]"
 
 
 main()
