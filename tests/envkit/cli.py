@@ -106,13 +106,16 @@ class _Server:
             raise RuntimeError(f"the warm fixdnn server ended (exit {self.proc.poll()})")
         return struct.unpack("!q", data)[0]
 
-    def run(self, argv: list[str], sys_argv: list[str], env: dict[str, str], cwd: str, path0: str,
+    def run(self, argv: list[str], sys_argv: list[str], env: dict[str, str], cwd: str, path0: str | None,
             input: str | None, timeout: float | None, code: str | None = None) -> subprocess.CompletedProcess:
+        """One call (``code``: a ``python -c`` snippet instead of fixdnn's main), as subprocess.run(text=True)
+        would return it; ``argv`` is only what the result and a TimeoutExpired show."""
         with self.lock:
             in_r, in_w = os.pipe()
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
-            call = json.dumps({"argv": sys_argv, "env": env, "cwd": cwd, "path0": path0, "code": code})  # ASCII: \u escapes
+            # json.dumps writes ASCII: surrogates of undecodable paths travel as \u escapes
+            call = json.dumps({"argv": sys_argv, "env": env, "cwd": cwd, "path0": path0, "code": code})
             try:
                 socket.send_fds(self.sock, [call.encode("ascii")], [in_r, out_w, err_w])
             finally:
@@ -126,8 +129,8 @@ class _Server:
             readers.append(threading.Thread(target=_feed, args=(in_w, input), daemon=True))
             for reader in readers:
                 reader.start()
-            code = self._reply(deadline)
-            if code is None:
+            status = self._reply(deadline)
+            if status is None:
                 os.kill(pid, signal.SIGKILL)
                 self._reply(None)
                 for reader in readers:
@@ -135,7 +138,7 @@ class _Server:
                 raise subprocess.TimeoutExpired(argv, timeout, _text(out), _text(err))
             for reader in readers:
                 reader.join()
-            return subprocess.CompletedProcess(argv, code, _text(out), _text(err))
+            return subprocess.CompletedProcess(argv, status, _text(out), _text(err))
 
 
 def _drain(fd: int, buf: bytearray) -> None:
@@ -171,7 +174,6 @@ def _close_servers() -> None:
 
 def _server_for(env: dict[str, str], flags: tuple[str, ...] = ()) -> _Server | None:
     key = _startup_key(env, flags)
-
     if key is None or os.environ.get(REAL_VAR) == "1":
         return None
     server = _servers.get(key)

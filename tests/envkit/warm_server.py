@@ -1,11 +1,12 @@
 """The warm fixdnn server of tests/envkit/cli.py: run as ``python -c <this file's text> FD`` (not imported).
 
-It imports what every fixdnn command imports, then serves one call at a time on the SOCK_SEQPACKET socket FD:
-a call is a JSON message {argv, env, cwd, path0, code} with three file descriptors (stdin, stdout, stderr). It
-forks; the child becomes that call (streams, working folder, environment, argv, sys.path[0]), runs
-``fixdnn.cli.main`` (or, given ``code``, runs it as ``python -c`` would) and ends as the interpreter would; the server replies with the child's pid, then with
-its exit status (``subprocess``'s convention: -N for a signal). An empty message, or EOF, ends the server.
-Only the standard library and fixdnn are imported here: the server knows nothing of the tests.
+It imports every fixdnn module, then serves one call at a time on the SOCK_SEQPACKET socket FD: a call is a
+JSON message {argv, env, cwd, path0, code} with three file descriptors (stdin, stdout, stderr). It forks;
+the child becomes that call (streams, working folder, environment, argv, sys.path[0]), runs
+``fixdnn.cli.main`` (or, given ``code``, runs it as ``python -c`` would) and ends as the interpreter would.
+The server replies with the child's pid, then with its exit status (``subprocess``'s convention: -N for a
+signal). An empty message, or EOF, ends the server. Only the standard library and fixdnn are imported
+here: the server knows nothing of the tests.
 """
 
 import atexit
