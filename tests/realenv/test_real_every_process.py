@@ -47,6 +47,7 @@ def kernel_cudnn(python: str, kernel_dir: Path, env: dict) -> dict:
     return (done[-1].get("value") or {}).get("frameworks", {}).get("torch", {}) if done else {"error": out.stderr[-500:]}
 
 
+@pytest.mark.changes_realenv
 def test_real_repair_reaches_plain_python_and_a_real_kernel(tmp_path, jupyter_site):  # noqa: F811
     prefix = Path(REALENV).resolve()
     python = str(prefix / "bin" / "python")

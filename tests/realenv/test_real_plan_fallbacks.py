@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.realenv,
 assert FIXDNN
 
 
+@pytest.mark.changes_realenv
 def test_real_offline_copy_on_disk_is_planned_applied_verified_and_rolled_back(tmp_path):
     prefix = Path(REALENV).resolve()
     python = str(prefix / "bin" / "python")

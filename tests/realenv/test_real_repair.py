@@ -57,6 +57,7 @@ def fixdnn(*args, env):
     return subprocess.run(FIXDNN + list(args), capture_output=True, text=True, env=env, timeout=900)
 
 
+@pytest.mark.changes_realenv
 def test_real_remove_diagnose_plan_apply_verify_rollback(tmp_path):
     prefix = Path(REALENV).resolve()
     python = str(prefix / "bin" / "python")
