@@ -105,7 +105,10 @@ def test_report_symptoms_env_verify_explain(tmp_path, environ):
 
 
 def test_lock_apply_history_rollback(tmp_path):
-    pytest.importorskip("conda_lock")
+    from fixdnn.facts import lockfile
+
+    if not lockfile.available():  # conda-lock's models, as fixdnn imports them (not its whole CLI)
+        pytest.skip("conda-lock is not installed")
     from tests.e2e.test_apply_kit import (
         cli_env,
         copy_venv,

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("conda_lock")
+from fixdnn.facts import lockfile
+
+if not lockfile.available():  # conda-lock's models, as fixdnn imports them (not its whole CLI)
+    pytest.skip("conda-lock is not installed", allow_module_level=True)
 
 from tests.e2e.test_apply_kit import cli_env, copy_venv, index_dir, pip_into, site_of  # noqa: E402
 from tests.envkit.cli import run_fixdnn

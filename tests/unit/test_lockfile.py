@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("conda_lock")
+from fixdnn.facts import lockfile
+
+if not lockfile.available():  # conda-lock's models, as fixdnn imports them (not its whole CLI)
+    pytest.skip("conda-lock is not installed", allow_module_level=True)
 
 from conda_lock.lockfile import parse_conda_lock_file, write_conda_lock_file  # noqa: E402
 from conda_lock.lockfile.v1.models import HashModel, LockMeta  # noqa: E402
