@@ -369,3 +369,13 @@ def test_each_change_says_where_it_lives_and_what_it_reaches():
     assert {r.where: bool(r.reaches) for r in reach(unset, 1)} == {"activation": True, "in-process": True,
                                                                    "kernelspec": False}
     assert len(unreached(unset, 1)) == 1 and reach(Action("manual", text="x")) == []
+
+
+def test_boolean_pip_options_read_as_pips_strtobool():
+    from fixdnn.facts import pipconf
+    from fixdnn.plan.context import _pip_config
+
+    for text in ("1", "true", "T", "yes", "Y", "on"):
+        assert pipconf.truthy(text) and _pip_config({"no-index": {"global": text}}, "t").no_index, text
+    for text in ("0", "false", "no", "off", "", None):
+        assert not pipconf.truthy(text), text
