@@ -35,8 +35,9 @@ def normalise(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+def truthy(value: str | None) -> bool:
+    """A boolean option's value as pip reads it (its strtobool)."""
+    return (value or "").strip().lower() in ("1", "true", "t", "yes", "y", "on")
 
 
 def config_files(environ: Mapping[str, str], prefix: str | None, exists=os.path.exists) -> list[str]:
@@ -47,7 +48,7 @@ def config_files(environ: Mapping[str, str], prefix: str | None, exists=os.path.
     home = environ.get("HOME") or ""
     xdg_dirs = [d for d in (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(os.pathsep) if os.path.isabs(d)]
     files = [os.path.join(d, "pip", "pip.conf") for d in xdg_dirs] + ["/etc/pip.conf"]
-    isolated = _truthy(environ.get("PIP_ISOLATED_MODE"))
+    isolated = truthy(environ.get("PIP_ISOLATED_MODE"))
     if not isolated and not (env_file and exists(env_file)) and home:
         xdg_home = environ.get("XDG_CONFIG_HOME") or ""
         xdg_home = xdg_home if os.path.isabs(xdg_home) else os.path.join(home, ".config")
@@ -77,7 +78,7 @@ def read(host, prefix: str | None) -> PipSettings:
         for section in parser.sections():
             for key, value in parser.items(section):
                 values.setdefault(normalise(key), {})[section] = value
-    if not _truthy(host.environ.get("PIP_ISOLATED_MODE")):
+    if not truthy(host.environ.get("PIP_ISOLATED_MODE")):
         for key, value in host.environ.items():
             name = normalise(key[4:]) if key.startswith("PIP_") else ""
             if name and name not in _IGNORED_VARS:
@@ -85,4 +86,4 @@ def read(host, prefix: str | None) -> PipSettings:
     return PipSettings(values, tuple(read_files), tuple(problems))
 
 
-__all__ = ["PipSettings", "config_files", "normalise", "read"]
+__all__ = ["PipSettings", "config_files", "normalise", "read", "truthy"]

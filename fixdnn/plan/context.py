@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
+from fixdnn.facts import pipconf
 from fixdnn.model.facts import Facts
 from fixdnn.target import ownpip
 
@@ -155,7 +156,7 @@ def _pip_config(values: dict[str, dict[str, str]], source: str) -> PipConfig:
         v = pick(name)
         return tuple(x for x in (v or "").split() if x)
 
-    no_index = (pick("no-index") or "").lower() in ("1", "true", "yes", "on")
+    no_index = pipconf.truthy(pick("no-index"))
     return PipConfig(pick("index-url"), many("extra-index-url"), many("find-links"), many("constraint"),
                      no_index, pick("cert"), source)
 
@@ -169,9 +170,8 @@ def read_pip_config(host, installer: str, prefix: str | None) -> PipConfig:
                          tuple((env.get("PIP_EXTRA_INDEX_URL") or "").split()),
                          tuple((env.get("PIP_FIND_LINKS") or "").split()),
                          tuple((env.get("PIP_CONSTRAINT") or "").split()),
-                         (env.get("PIP_NO_INDEX") or "").lower() in ("1", "true", "yes"),
-                         env.get("PIP_CERT"), "environment (uv reads no pip.conf)")
-    from fixdnn.facts import pipconf
+                         pipconf.truthy(env.get("PIP_NO_INDEX")), env.get("PIP_CERT"),
+                         "environment (uv reads no pip.conf)")
 
     settings = pipconf.read(host, prefix)
     source = ", ".join(settings.files) or "no pip.conf"
