@@ -184,18 +184,24 @@ def _server_for(env: dict[str, str], flags: tuple[str, ...] = ()) -> _Server | N
     return server
 
 
+def _run(argv: list[str], sys_argv: list[str], path0_for, env: dict[str, str], cwd, input: str | None,
+         timeout: float | None, flags: tuple[str, ...] = (), code: str | None = None) -> subprocess.CompletedProcess:
+    """``argv`` started for real, or its warm equivalent (``sys_argv``, ``path0_for(cwd)``, ``code``)."""
+    server = _server_for(env, flags)
+    if server is None:
+        return subprocess.run(argv, env=env, cwd=cwd, input=input, capture_output=True, text=True,
+                              timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+    where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    return server.run(argv, sys_argv, env, where, path0_for(where), input, timeout, code=code)
+
+
 def run_python(code: str, args: list[str], env: dict[str, str], *, cwd: str | os.PathLike | None = None,
                timeout: float | None = 120) -> subprocess.CompletedProcess:
     """``python -c code args...`` in a process of its own: warm like :func:`run_fixdnn` (a fork of the server,
     which has fixdnn imported) when the environment allows it, else a real interpreter."""
     args = [os.fspath(a) for a in args]
-    argv = [sys.executable, "-c", code, *args]
-    server = _server_for(env)
-    if server is None:
-        return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    where = os.path.abspath(cwd if cwd is not None else os.getcwd())
-    return server.run(argv, ["-c", *args], env, where, "", None, timeout, code=code)
+    return _run([sys.executable, "-c", code, *args], ["-c", *args], lambda _cwd: "", env, cwd, None, timeout,
+                code=code)
 
 
 def run_fixdnn(args: list[str], env: dict[str, str], *, cwd: str | os.PathLike | None = None,
@@ -204,10 +210,5 @@ def run_fixdnn(args: list[str], env: dict[str, str], *, cwd: str | os.PathLike |
     """fixdnn ``args`` in a process of its own (see the module's docstring); never raises on a failing
     exit status. Raises subprocess.TimeoutExpired after killing the process."""
     args = [os.fspath(a) for a in args]
-    argv = [*argv_for(how), *args]
-    server = _server_for(env, ("-I",) if how == "isolated" else ())
-    if server is None:
-        return subprocess.run(argv, env=env, cwd=cwd, input=input, capture_output=True, text=True,
-                              timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
-    where = os.path.abspath(cwd if cwd is not None else os.getcwd())
-    return server.run(argv, _sys_argv(how, args), env, where, _path0(how, where), input, timeout)
+    return _run([*argv_for(how), *args], _sys_argv(how, args), lambda where: _path0(how, where), env, cwd, input,
+                timeout, ("-I",) if how == "isolated" else ())
