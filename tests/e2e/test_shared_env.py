@@ -27,7 +27,7 @@ from tests.e2e.test_apply_kit import (
     site_of,
     tree,
 )
-from tests.envkit.cli import run_fixdnn
+from tests.envkit.cli import argv_for, run_fixdnn
 
 PIN93 = {"kind": "pip-install", "packages": ["nvidia-cudnn-cu12==9.3.0.75"]}
 ROLLBACK = "from fixdnn.repair.transaction import rollback; r, n = rollback({prefix!r}); print(r.id, n)"
@@ -182,10 +182,9 @@ def test_unwritable_user_state_does_not_stop_history_or_rollback(tmp_path):
     env = _as(tmp_path / "u", index_dir())
     env["FIXDNN_STATE_DIR"] = str(blocker / "state")  # cannot be created: a file is in the way
     assert json.loads(_ok(apply_in_child(prefix, [PIN93], env)))["outcome"] == "applied"
-    cli = [str(ROOT / ".venv/bin/fixdnn"), "--prefix", str(prefix)]
-    hist = subprocess.run([*cli, "history"], env=env, capture_output=True, text=True, timeout=60)
+    hist = run_fixdnn(["--prefix", str(prefix), "history"], env, how="script", timeout=60)
     assert hist.returncode == 0 and "applied" in hist.stdout and "Traceback" not in hist.stderr, hist.stderr
-    back = subprocess.run([*cli, "rollback"], env=env, capture_output=True, text=True, timeout=60)
+    back = run_fixdnn(["--prefix", str(prefix), "rollback"], env, how="script", timeout=60)
     assert back.returncode == 0 and "rolled back" in back.stdout, back.stderr
 
 
@@ -201,7 +200,7 @@ def other_user():
     try:
         user = pwd.getpwnam(name)
         try:
-            can = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", "import fixdnn"], capture_output=True,
+            can = subprocess.run([sys.executable, "-c", "import fixdnn"], capture_output=True,
                                  user=user.pw_uid, group=user.pw_gid, cwd="/").returncode == 0
         except OSError:
             can = False
@@ -220,7 +219,7 @@ def test_another_users_environment_gets_one_line_and_no_change(tmp_path, other_u
     os.chown(home, other_user.pw_uid, other_user.pw_gid)
     before = tree(prefix)
     env = cli_env(home / "state", index_dir(), HOME=str(home))
-    cli = [str(ROOT / ".venv/bin/fixdnn"), "--prefix", str(prefix)]
+    cli = [*argv_for("script"), "--prefix", str(prefix)]  # run as another user: no warm server of theirs
     for args in (["rollback"], ["history"]):
         proc = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=60,
                               user=other_user.pw_uid, group=other_user.pw_gid, cwd=str(home))
@@ -241,11 +240,10 @@ def test_read_only_environment_gets_one_line_from_rollback_and_history(tmp_path)
     ok = subprocess.run(["mount", "--bind", str(prefix), str(prefix)], capture_output=True)
     if ok.returncode != 0:
         pytest.skip(f"cannot bind-mount (needs root): {ok.stderr.decode().strip()}")
-    cli = [str(ROOT / ".venv/bin/fixdnn"), "--prefix", str(prefix)]
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(prefix)], check=True, capture_output=True)
-        back = subprocess.run([*cli, "rollback"], env=env, capture_output=True, text=True, timeout=60)
-        hist = subprocess.run([*cli, "history"], env=env, capture_output=True, text=True, timeout=60)
+        back = run_fixdnn(["--prefix", str(prefix), "rollback"], env, how="script", timeout=60)
+        hist = run_fixdnn(["--prefix", str(prefix), "history"], env, how="script", timeout=60)
     finally:
         subprocess.run(["umount", str(prefix)], check=True)
     assert back.returncode == 2 and len(back.stderr.strip().splitlines()) == 1, back.stderr
