@@ -178,12 +178,14 @@ def pip_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _empty_dir():
+def _empty_dir(parent: Path):
     """A private empty working folder for a child: ``python -m pip`` puts its working directory first on
-    sys.path, so a ``pip/`` or ``json.py`` in the user's folder would run instead of pip."""
+    sys.path, so a ``pip/`` or ``json.py`` in the user's folder would run instead of pip. It lives in
+    fixdnn's own folder of the environment (``parent``: its state folder, or the transaction's), not in the
+    temp folder: a fixdnn killed while pip runs leaves it in the journal, not in /tmp."""
     import tempfile
 
-    folder = tempfile.mkdtemp(prefix="fixdnn-pip-")
+    folder = tempfile.mkdtemp(prefix="pip-cwd-", dir=parent)
     try:
         yield folder
     finally:
@@ -225,7 +227,7 @@ def dry_run(base: list[str], action: Action, workdir: Path) -> list[dict]:
     report = workdir / "pip-report.json"
     argv = _pip_argv(base, ["install", "--dry-run", "--quiet", "--report", str(report),
                             "--only-binary=:all:", *action.pip_args, *check_pins(action)])
-    with _empty_dir() as cwd:
+    with _empty_dir(workdir) as cwd:
         proc = subprocess.run(argv, env=pip_env(), capture_output=True, text=True, errors="replace",
                               stdin=subprocess.DEVNULL, cwd=cwd)
     if proc.returncode != 0:
@@ -256,7 +258,7 @@ def _wheel_file(item: dict, base: list[str], workdir: Path) -> str | None:
         return None
     dest = workdir / "wheels"
     dest.mkdir(exist_ok=True)
-    with _empty_dir() as cwd:
+    with _empty_dir(workdir) as cwd:
         proc = subprocess.run(_pip_argv(base, ["download", "--quiet", "--no-deps", "--only-binary=:all:",
                                                "-d", str(dest), url.split("#")[0]]),
                               env=pip_env(), capture_output=True, text=True, errors="replace",
@@ -477,7 +479,7 @@ def prepare(plan: Plan, target: Target, workdir: Path, pip_base: list[str] | Non
 
 def _run_pip(txn: Transaction, step: int, argv: list[str], intent: dict, sig: dict) -> None:
     log = txn.folder / f"step-{step}.pip.log"
-    with open(log, "wb") as out, _empty_dir() as cwd:
+    with open(log, "wb") as out, _empty_dir(txn.folder) as cwd:
         proc = subprocess.Popen(argv, env=pip_env(), stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         txn.append({"op": "spawned", "step": step, "pgid": proc.pid})

@@ -68,7 +68,9 @@ def _alive_in(prefix: Path) -> list[str]:
 
 def _crash_then_rollback(tmp_path, crash: str, rollback_crash: str | None = None, state: Path | None = None):
     prefix = copy_venv(tmp_path / "env 'x'")
-    env = cli_env(state or tmp_path / "state", index_dir())
+    temp = tmp_path / "temp"  # the temp folder of every process of the transaction
+    temp.mkdir()
+    env = cli_env(state or tmp_path / "state", index_dir(), TMPDIR=str(temp))
     before = tree(prefix)
     proc = apply_in_child(prefix, _plan(prefix), {**env, "FIXDNN_TEST_CRASH_AT": crash})
     # Every crash point must fire: an apply that finishes (exit 0) means the hook never ran.
@@ -83,6 +85,8 @@ def _crash_then_rollback(tmp_path, crash: str, rollback_crash: str | None = None
     diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not diff, f"crash at {crash}: differs: {diff[:8]}"
     assert leftovers(prefix) == [], f"crash at {crash}: fixdnn left files in the environment"
+    # pip's own temporary files may outlive a killed pip (pip-unpack-...); fixdnn's must not outlive fixdnn
+    assert [n for n in os.listdir(temp) if "fixdnn" in n] == [], f"crash at {crash}: fixdnn left files in {temp}"
     deadline = time.monotonic() + 10  # the detached discarder of the stash may still be exiting
     while _alive_in(prefix) and time.monotonic() < deadline:
         time.sleep(0.05)
