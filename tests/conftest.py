@@ -39,6 +39,12 @@ def pytest_configure(config):
         # find (pip, shells, gcc) does not depend on the user's tool managers. pip also runs `rustc --version`
         # for its user agent in every session: through rustup's proxy that is 0.3 s a pip call.
         os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), *SYSTEM_PATH])
+        # The temporary files of every child (pip's, those of a process a test kills) go to the session's
+        # folder, removed at the end, not to the machine's temp folder; the caches keep their place there.
+        for cache in ("FIXDNN_TEST_CACHE", "FIXDNN_ELFKIT_CACHE"):
+            os.environ.setdefault(cache, tempfile.gettempdir())
+        Path(_BARE[0], "tmp").mkdir()
+        os.environ["TMPDIR"] = str(Path(_BARE[0], "tmp"))
 
 
 def pytest_report_header(config):

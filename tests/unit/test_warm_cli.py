@@ -103,15 +103,3 @@ def test_interpreter_start_up_variables_get_a_server_of_their_own(environ, serve
                                                      {**environ, "PYTHONPATH": "/somewhere"}).stdout)
     assert shown["env"]["PYTHONPATH"] == "/somewhere"
 
-
-def test_no_test_starts_the_checkouts_own_venv():
-    """fixdnn under test is the one of the interpreter running the tests: CI runs the suite from .venv-3.10 and
-    .venv-3.13 too, where ``ROOT/.venv/bin/fixdnn`` would be the default Python's copy (tests start it through
-    tests/envkit/cli.py, or ``sys.executable``)."""
-    from pathlib import Path
-
-    tests = Path(__file__).resolve().parents[1]
-    found = [f"{path.relative_to(tests)}:{n}" for path in sorted(tests.rglob("*.py"))
-             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if '".venv/bin' in line and path.name != Path(__file__).name]
-    assert found == []
