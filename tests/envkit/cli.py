@@ -19,7 +19,7 @@ the flush fails). It is a real process: its own pid, files and exit status, and 
 What a fork cannot repeat is what happens before ``main``: the interpreter reads PYTHON* variables and the
 locale, the dynamic loader maps LD_PRELOAD / LD_LIBRARY_PATH into the interpreter itself, and typer reads
 a few variables at import. So a server serves only calls whose values of those variables are the ones it
-was started with (:data:`STARTUP_VARS`; a new set gets a server of its own, up to :data:`MAX_SERVERS`), and
+was started with (:data:`STARTUP_VARS`; a new set gets a server of its own at its second call, up to :data:`MAX_SERVERS`), and
 a call that sets a loader variable (``LD_*``) always starts a real interpreter, as does every call when
 ``FIXDNN_TEST_REAL_CLI=1``: .ci/run's Python 3.10 pass runs the whole suite that way, so nothing the
 warm start skips goes untested.
@@ -28,6 +28,7 @@ warm start skips goes untested.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import locale
 import os
@@ -46,7 +47,11 @@ REAL_VAR = "FIXDNN_TEST_REAL_CLI"
 # Read by the interpreter before any code runs, or by typer at import: a server started with other values
 # would not be the process a user starts.
 STARTUP_VARS = ("LANG", "LC_ALL", "LC_CTYPE", "TYPER_USE_RICH", "TERMINAL_WIDTH", "_TYPER_FORCE_DISABLE_TERMINAL")
-MAX_SERVERS = 4
+MAX_SERVERS = 6  # a server holds about 60 MB
+# A server costs more than one real start (it imports every fixdnn module): a set of start-up values gets
+# one at its second call, so the one-off values of a single test (a PYTHONPATH into its tmp_path) do not
+# take the places of the values most calls share.
+SERVER_AT_CALL = 2
 _SCRIPT = str(Path(sys.executable).parent / "fixdnn")
 _CODE = "import sys; from fixdnn.cli import main; sys.exit(main())"
 _SERVER_SOURCE = (Path(__file__).with_name("warm_server.py")).read_text(encoding="utf-8")
@@ -164,6 +169,7 @@ def _text(data: bytearray) -> str:
 
 
 _servers: dict[tuple, _Server] = {}
+_calls: collections.Counter = collections.Counter()  # calls made with each set of start-up values
 
 
 @atexit.register
@@ -178,7 +184,8 @@ def _server_for(env: dict[str, str], flags: tuple[str, ...] = ()) -> _Server | N
         return None
     server = _servers.get(key)
     if server is None or server.proc.poll() is not None:
-        if server is None and len(_servers) >= MAX_SERVERS:
+        _calls[key] += 1
+        if server is None and (_calls[key] < SERVER_AT_CALL or len(_servers) >= MAX_SERVERS):
             return None
         server = _servers[key] = _Server(env, flags)
     return server

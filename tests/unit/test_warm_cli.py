@@ -20,6 +20,7 @@ SHOW = ("import json, os, sys; print(json.dumps({'argv': sys.argv, 'path0': sys.
 @pytest.fixture(autouse=True)
 def warm(monkeypatch):
     monkeypatch.delenv(cli.REAL_VAR, raising=False)  # these tests are about the warm start, whatever the run
+    monkeypatch.setattr(cli, "SERVER_AT_CALL", 1)  # and the first call of each is warm
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def servers(monkeypatch):
     """Servers of this test's own: what the first call of the test started them with is known."""
     mine: dict = {}
     monkeypatch.setattr(cli, "_servers", mine)
+    monkeypatch.setattr(cli, "_calls", cli.collections.Counter())
     yield mine
     while mine:
         mine.popitem()[1].close()
@@ -103,3 +105,11 @@ def test_interpreter_start_up_variables_get_a_server_of_their_own(environ, serve
                                                      {**environ, "PYTHONPATH": "/somewhere"}).stdout)
     assert shown["env"]["PYTHONPATH"] == "/somewhere"
 
+
+
+def test_a_server_is_started_at_the_second_call_of_its_start_up_values(environ, servers, monkeypatch):
+    """A set of values one test uses once (a PYTHONPATH into its tmp_path) never costs a server."""
+    monkeypatch.setattr(cli, "SERVER_AT_CALL", 2)
+    once = {**environ, "PYTHONPATH": "/used once"}
+    assert cli._server_for(once) is None and not servers  # the first call: a real start
+    assert cli._server_for(once) is not None and len(servers) == 1
