@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fixdnn.base.filecache import identity
 from fixdnn.knowledge.compat import RulesError, load_toml, rules_dir
 from fixdnn.model.actions import KINDS
 
@@ -429,6 +430,24 @@ def _check_recognised(folder: Path, shown: str) -> None:
                      f"and/or errors.toml{hint}")
 
 
+# Each rules file parsed and checked once per process while it is unchanged: planning, ``explain`` and the
+# checks of one process share it (parsing the shipped rules is 30 ms). Keyed by what the answer depends on:
+# the reader, the file, its identity (device, inode, size, modification time) and the symptom names allowed.
+_PARSED: dict[tuple, tuple[list[int], tuple]] = {}
+
+
+def _parsed(read, path: Path, known: set[str] | None) -> list:
+    try:
+        ident = identity(path.stat())
+    except OSError:
+        return read(path, known)  # the reader says what is wrong with it
+    key = (read.__name__, str(path), None if known is None else frozenset(known))
+    hit = _PARSED.get(key)
+    if hit is None or hit[0] != ident:
+        hit = _PARSED[key] = (ident, tuple(read(path, known)))
+    return list(hit[1])
+
+
 def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: Path | None = None,
          known: set[str] | None = None, include_user: bool = True, errors: bool = True) -> Rules:
     """Shipped rules, then the user's config dir, then each ``--rules DIR``: later layers win by id.
@@ -446,10 +465,10 @@ def load(extra: list[str | os.PathLike] | tuple = (), *, environ=None, shipped: 
     for layer in layers:
         layer_rem: list[Remedy] = []
         for f in sorted((layer / "remedies").glob("*.toml")) if (layer / "remedies").is_dir() else ():
-            layer_rem += _remedies_from(f, known)
+            layer_rem += _parsed(_remedies_from, f, known)
         remedies = _merge(remedies, layer_rem, "remedy")
         if errors and (layer / "errors.toml").is_file():
-            signatures = _merge(signatures, _errors_from(layer / "errors.toml", known), "error")
+            signatures = _merge(signatures, _parsed(_errors_from, layer / "errors.toml", known), "error")
     # Priority: explicit priority first, then load order.
     ordered = [Remedy(r.id, r.symptom, r.reason, r.when, r.actions, r.cases, r.priority * 1000 + n, r.source)
                for n, r in enumerate(remedies)]

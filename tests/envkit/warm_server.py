@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 
 import fixdnn  # noqa: E402
 from fixdnn.cli import main  # noqa: E402
-from fixdnn.symptoms.registry import load_all  # noqa: E402
+from fixdnn.symptoms.registry import load_all, load_rules  # noqa: E402
 
 # Every module a command may import: 0.18 s of start-up and imports a diagnosis no longer pays, and 20 ms
 # more for the modules commands import on their way. The symptom families first, in the registry's own
@@ -39,6 +39,9 @@ for _file in sorted(_top.rglob("*.py")):
     _name = ".".join(("fixdnn", *_file.relative_to(_top).with_suffix("").parts))
     if not _name.rpartition(".")[2].startswith("_") and _name not in NEVER_IMPORTED:
         importlib.import_module(_name)
+# The shipped rules, parsed once here: fixdnn.knowledge.rules keeps each file's parse while the file is
+# unchanged, so a child that plans or explains checks the files' identity instead of parsing them again.
+load_rules(include_user=False)
 
 
 def _after(call: dict) -> None:

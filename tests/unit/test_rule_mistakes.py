@@ -46,3 +46,29 @@ def test_a_user_regex_that_backtracks_costs_its_time_limit_and_one_line(tmp_path
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "U01" in err and "backtracks" in err and "0.25 s" in err
+
+
+def test_a_rule_file_is_parsed_once_per_process_until_it_changes(tmp_path, monkeypatch):
+    """Planning, explain and the checks of one process share each file's parse; an edited file (or the same
+    mistake again) is read again."""
+    from fixdnn.knowledge import rules as rules_mod
+
+    reads = []
+    real = rules_mod.load_toml
+    monkeypatch.setattr(rules_mod, "load_toml", lambda path: reads.append(path.name) or real(path))
+    (tmp_path / "remedies").mkdir()
+    mine = tmp_path / "remedies" / "mine.toml"
+    body = ('[[remedy]]\nid = "mine.{n}"\nsymptom = "kmp-duplicate-lib-ok"\nreason = "r"\n'
+            'actions = [{{ kind = "manual", text = "t" }}]\n[[remedy.case]]\nevidence = {{}}\n'
+            'expect = [{{ kind = "manual" }}]\n')
+    mine.write_text(body.format(n="one"))
+    ids = lambda: [r.id for r in load_rules([tmp_path], include_user=False).remedies if r.id.startswith("mine.")]  # noqa: E731
+    assert ids() == ["mine.one"] and "mine.toml" in reads
+    reads.clear()
+    assert ids() == ["mine.one"] and reads == []  # nothing parsed again, the shipped files included
+    mine.write_text(body.format(n="three"))
+    assert ids() == ["mine.three"] and reads == ["mine.toml"]
+    mine.write_text("remedy = 1\n")
+    for _ in range(2):
+        with pytest.raises(RulesError, match=r"mine.toml:1: 'remedy' must be an array"):
+            load_rules([tmp_path], include_user=False)
