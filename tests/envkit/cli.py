@@ -19,10 +19,10 @@ the flush fails). It is a real process: its own pid, files and exit status, and 
 What a fork cannot repeat is what happens before ``main``: the interpreter reads PYTHON* variables and the
 locale, the dynamic loader maps LD_PRELOAD / LD_LIBRARY_PATH into the interpreter itself, and typer reads
 a few variables at import. So a server serves only calls whose values of those variables are the ones it
-was started with (:data:`STARTUP_VARS`; a new set gets a server of its own at its second call, up to :data:`MAX_SERVERS`), and
-a call that sets a loader variable (``LD_*``) always starts a real interpreter, as does every call when
-``FIXDNN_TEST_REAL_CLI=1``: .ci/run's Python 3.10 pass runs the whole suite that way, so nothing the
-warm start skips goes untested.
+was started with (:data:`STARTUP_VARS`; a new set gets a server of its own at its second call, up to
+:data:`MAX_SERVERS`), and a call that sets a loader variable (``LD_*``) always starts a real interpreter, as
+does every call when ``FIXDNN_TEST_REAL_CLI=1``: .ci/run's Python 3.10 pass runs the whole suite that way,
+so nothing the warm start skips goes untested.
 """
 
 from __future__ import annotations

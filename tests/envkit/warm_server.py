@@ -41,7 +41,10 @@ for _file in sorted(_top.rglob("*.py")):
         importlib.import_module(_name)
 # The shipped rules, parsed once here: fixdnn.knowledge.rules keeps each file's parse while the file is
 # unchanged, so a child that plans or explains checks the files' identity instead of parsing them again.
-load_rules(include_user=False)
+try:
+    load_rules(include_user=False)
+except Exception:  # noqa: BLE001 - a broken rules file: each child meets it and says so, as a real start does
+    pass
 
 
 def _after(call: dict) -> None:

@@ -62,7 +62,10 @@ def test_a_rule_file_is_parsed_once_per_process_until_it_changes(tmp_path, monke
             'actions = [{{ kind = "manual", text = "t" }}]\n[[remedy.case]]\nevidence = {{}}\n'
             'expect = [{{ kind = "manual" }}]\n')
     mine.write_text(body.format(n="one"))
-    ids = lambda: [r.id for r in load_rules([tmp_path], include_user=False).remedies if r.id.startswith("mine.")]  # noqa: E731
+
+    def ids():
+        return [r.id for r in load_rules([tmp_path], include_user=False).remedies if r.id.startswith("mine.")]
+
     assert ids() == ["mine.one"] and "mine.toml" in reads
     reads.clear()
     assert ids() == ["mine.one"] and reads == []  # nothing parsed again, the shipped files included
