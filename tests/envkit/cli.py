@@ -47,7 +47,7 @@ REAL_VAR = "FIXDNN_TEST_REAL_CLI"
 # Read by the interpreter before any code runs, or by typer at import: a server started with other values
 # would not be the process a user starts.
 STARTUP_VARS = ("LANG", "LC_ALL", "LC_CTYPE", "TYPER_USE_RICH", "TERMINAL_WIDTH", "_TYPER_FORCE_DISABLE_TERMINAL")
-MAX_SERVERS = 6  # a server holds about 60 MB
+MAX_SERVERS = 6  # a server holds about 30 MB
 # A server costs more than one real start (it imports every fixdnn module): a set of start-up values gets
 # one at its second call, so the one-off values of a single test (a PYTHONPATH into its tmp_path) do not
 # take the places of the values most calls share.
