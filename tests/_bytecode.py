@@ -13,18 +13,10 @@ the venv. Child processes are untouched: they get the environment as it is. With
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-from pathlib import Path
 
-
-def cache_folder() -> Path:
-    """Where the suite's caches live (the same root as tests/e2e/test_apply_kit.py's and elfkit's)."""
-    root = Path(os.environ.get("FIXDNN_TEST_CACHE") or tempfile.gettempdir()) / f"fixdnn-test-cache-{os.getuid()}"
-    return root / "pycache"
-
+from tests import _cache
 
 if sys.dont_write_bytecode and not sys.pycache_prefix:
-    sys.pycache_prefix = str(cache_folder())
+    sys.pycache_prefix = str(_cache.root() / "pycache")
     sys.dont_write_bytecode = False

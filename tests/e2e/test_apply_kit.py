@@ -18,10 +18,10 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
+from tests import _cache
 from tests.envkit.cli import run_python
 from tests.envkit.elfkit import build_so
 
@@ -37,8 +37,7 @@ def _kit_key() -> str:
     return digest.hexdigest()[:16]
 
 
-CACHE = (Path(os.environ.get("FIXDNN_TEST_CACHE") or tempfile.gettempdir()) / f"fixdnn-test-cache-{os.getuid()}"
-         / _kit_key())
+CACHE = _cache.root() / _kit_key()
 
 
 @contextlib.contextmanager

@@ -6,17 +6,17 @@ shared for the tests that read them, alone for a test marked ``changes_realenv``
 from __future__ import annotations
 
 import fcntl
-import os
-import tempfile
-from pathlib import Path
 
 import pytest
+
+from tests import _cache
 
 
 @pytest.fixture(autouse=True)
 def _real_venvs_lock(request):
     alone = request.node.get_closest_marker("changes_realenv") is not None
-    path = Path(tempfile.gettempdir()) / f"fixdnn-realenv-{os.getuid()}.lock"
-    with open(path, "a") as lock:
+    folder = _cache.root()  # shared by every run on this machine, whatever its TMPDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "realenv.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         yield
