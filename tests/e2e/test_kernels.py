@@ -1,20 +1,21 @@
 """Jupyter kernels of a repaired environment: real kernels started with jupyter_client, before and after apply
 and after rollback; kernelspecs inside the environment and in the user's data dir (the test's own tree).
 
-ipykernel + jupyter_client are installed once (``pip install --target`` with the machine's pip
-configuration, cached under FIXDNN_TEST_CACHE) and made importable in each test venv by a ``.pth`` line.
+ipykernel and jupyter_client come from the test extra, installed beside pytest: the session links each
+distribution they need (their files as this interpreter has them) into one folder, which a ``.pth`` line
+makes importable in each test venv. No test installs anything from an index.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from fixdnn.facts.kernelspecs import find
 from fixdnn.model.actions import Action, Plan
@@ -24,29 +25,49 @@ from fixdnn.repair.transaction import rollback
 from fixdnn.shell.envfile import EnvFile, EnvOp
 from fixdnn.shell.kernelspec import render
 from fixdnn.target.host import Host
-from tests.e2e.test_apply_kit import CACHE, _building, tree
+from tests.e2e.test_apply_kit import tree
 from tests.envkit import stubs
 from tests.envkit.cli import run_fixdnn
 from tests.envkit.env import EnvBuilder
 
-# Not keyed by the apply kit's source (CACHE is): only the Python version decides what pip installs here.
-JUPYTER = CACHE.parent / f"jupyter-py{sys.version_info.major}.{sys.version_info.minor}"
+KERNEL_DISTS = ("ipykernel", "jupyter_client")  # in pyproject's test extra
+
+
+def needed_by(names: tuple[str, ...]) -> list[importlib.metadata.Distribution]:
+    """The installed distributions ``names`` need to run: themselves and their requirements, transitively
+    (markers evaluated for this interpreter, no extras)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name not in found:
+            found[name] = importlib.metadata.distribution(name)
+            for line in found[name].requires or ():
+                req = Requirement(line)
+                if req.marker is None or req.marker.evaluate({"extra": ""}):
+                    todo.append(req.name)
+    return list(found.values())
 
 
 @pytest.fixture(scope="session")
-def jupyter_site() -> Path:
-    with _building("jupyter"):  # one installer at a time (xdist workers, other checkouts)
-        if not (JUPYTER / "ipykernel_launcher.py").is_file():
-            staging = JUPYTER.with_name(f"{JUPYTER.name}.partial-{os.getpid()}")
-            proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(staging),
-                                   "ipykernel", "jupyter_client"], capture_output=True, text=True, timeout=600)
-            if proc.returncode != 0 or not (staging / "ipykernel_launcher.py").is_file():
-                shutil.rmtree(staging, ignore_errors=True)
-                pytest.skip(f"ipykernel cannot be installed with this machine's pip configuration: "
-                            f"{proc.stderr[-300:]}")
-            shutil.rmtree(JUPYTER, ignore_errors=True)
-            os.rename(staging, JUPYTER)  # complete or absent, never half there
-    return JUPYTER
+def jupyter_site(tmp_path_factory) -> Path:
+    """One folder holding links to every top-level file and folder of those distributions (their packages,
+    modules, dist-info and bundled libraries), as a ``pip install --target`` folder holds them."""
+    try:
+        dists = needed_by(KERNEL_DISTS)
+    except importlib.metadata.PackageNotFoundError as exc:
+        msg = f"real Jupyter kernels need {exc.name} (pyproject's test extra): pip install -e '.[test]'"
+        if os.environ.get("CI"):
+            pytest.fail(f"{msg}; it is required when CI is set", pytrace=False)
+        pytest.skip(msg)
+    folder = tmp_path_factory.mktemp("jupyter-site")
+    for dist in dists:
+        for top in {f.parts[0] for f in dist.files or () if f.parts[0] not in ("..", "__pycache__")}:
+            link = folder / top
+            if not link.exists():
+                link.symlink_to(Path(dist.locate_file(top)).resolve())
+    assert (folder / "ipykernel_launcher.py").is_file(), sorted(os.listdir(folder))
+    return folder
 
 
 def kernelspec(folder: Path, python: Path) -> Path:

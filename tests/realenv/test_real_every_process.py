@@ -5,8 +5,8 @@ then undone byte for byte.
 
 The real cuDNN wheel's folder is moved out of the venv (a rename: no file is written) to ``<tmp>/opt/cudnn``,
 where no search path reaches it, as a tarball under /opt would be; fixdnn finds it through CUDNN_PATH. A
-kernelspec in the test's own Jupyter data dir runs the venv's interpreter (ipykernel comes from the same
-cached ``pip install --target`` folder as tests/e2e/test_kernels.py, through a ``.pth`` line). Then:
+kernelspec in the test's own Jupyter data dir runs the venv's interpreter (ipykernel comes from the test
+extra, linked into one folder as for tests/e2e/test_kernels.py, through a ``.pth`` line). Then:
 
 1. a plain ``env/bin/python -c 'import torch'`` (no activation) and the kernel fail: libcudnn.so.9 is not found;
 2. ``fixdnn --offline apply --yes`` plans the copy on disk: LD_LIBRARY_PATH for shells and the kernelspec,
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_kernels import JUPYTER, jupyter_site  # noqa: F401 - the session fixture
+from tests.e2e.test_kernels import jupyter_site  # noqa: F401 - the session fixture
 from tests.realenv.test_real_repair import REALENV, fixdnn, tree
 
 pytestmark = [pytest.mark.realenv,
