@@ -57,14 +57,8 @@ def build_so(
             args = ["-shared", "-fPIC", "-o", str(work / "lib.so"), str(src)]
             if soname:
                 args.append(f"-Wl,-soname,{soname}")
-            if needed:
-                stubs = work / "stubs"
-                stubs.mkdir()
-                for name in needed:
-                    stub_c = stubs / "stub.c"
-                    stub_c.write_text("int fixdnn_elfkit_stub(void) { return 0; }\n")
-                    _gcc(["-shared", "-fPIC", "-o", str(stubs / name), str(stub_c), f"-Wl,-soname,{name}"])
-                args += ["-Wl,--no-as-needed", f"-L{stubs}"] + [f"-l:{n}" for n in needed]
+            if needed:  # a library given by its path is linked as its SONAME: DT_NEEDED in this order
+                args += ["-Wl,--no-as-needed", *(str(_stub(name)) for name in needed)]
             if rpath is not None:
                 args += [f"-Wl,-rpath,{rpath}", "-Wl,--disable-new-dtags"]
             if runpath is not None:
@@ -75,6 +69,20 @@ def build_so(
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return deliver(cached, dest)
+
+
+def _stub(soname: str) -> Path:
+    """A throwaway library with that SONAME to link against, built once per cache (most are needed by many)."""
+    cached = _CACHE / ("stub-" + hashlib.sha256(soname.encode()).hexdigest()[:16]) / soname
+    if not cached.exists():
+        work = Path(tempfile.mkdtemp(prefix="elfkit-"))
+        try:
+            (work / "stub.c").write_text("int fixdnn_elfkit_stub(void) { return 0; }\n")
+            _gcc(["-shared", "-fPIC", "-o", str(work / "stub.so"), str(work / "stub.c"), f"-Wl,-soname,{soname}"])
+            store(work / "stub.so", cached)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return cached
 
 
 def store(built: Path, cached: Path) -> None:
