@@ -133,7 +133,7 @@ def test_arch_specific_machine_code_does_not_cover_the_next_gpu(tmp_path, enviro
 
 
 def test_a_gpu_the_name_table_does_not_know_is_an_unknown(tmp_path, environ):
-    root = gpu_machine(tmp_path, archs=["sm_90"], gpus=(("0000:01:00.0", "NVIDIA Prototype X1"),))
+    root = gpu_machine(tmp_path, archs=CU126, gpus=(("0000:01:00.0", "NVIDIA Prototype X1"),))  # a list built anyway
     facts, symptoms = run(root, environ)
     assert facts.gpu.gpus[0].compute_capability is None
     assert any(u.what == "compute capability of NVIDIA Prototype X1" for u in facts.unknowns)
