@@ -12,12 +12,11 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.envkit.elfkit import _CACHE, build_so, deliver, store
+from tests.envkit.elfkit import _CACHE, build_so, built_once, deliver
 
 NVCC_CANDIDATES = ("/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc")
 
@@ -52,24 +51,22 @@ def fatbin_so(dest: str | os.PathLike, archs: list[str] | tuple[str, ...], *, co
     files = [tuple(archs), *units]
     extra = [f"-compress-mode={compress}"] if compress else []
     key = hashlib.sha256(json.dumps(["nvcc-2", files, extra, _KERNEL]).encode()).hexdigest()[:24]
-    cached = _CACHE / key / "lib.so"
-    if not cached.exists():
+
+    def build(work: Path) -> Path:
         compiler = nvcc()
-        work = Path(tempfile.mkdtemp(prefix="cudakit-"))
-        try:
-            objects = []
-            for n, unit in enumerate(files):
-                src = work / f"k{n}.cu"
-                src.write_text(_KERNEL.replace("fixdnn_", f"fixdnn{n}_"))
-                obj = work / f"k{n}.o"
-                _nvcc([compiler, "-c", "-Xcompiler", "-fPIC", "-o", str(obj), str(src), *extra,
-                       *(a for arch in unit for a in gencode(arch))])
-                objects.append(str(obj))
-            _nvcc([compiler, "-shared", "-o", str(work / "lib.so"), *objects, *extra,
-                   *(a for arch in files[0] for a in gencode(arch))])  # the device link nvcc adds, as in one step
-            store(work / "lib.so", cached)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        objects = []
+        for n, unit in enumerate(files):
+            src = work / f"k{n}.cu"
+            src.write_text(_KERNEL.replace("fixdnn_", f"fixdnn{n}_"))
+            obj = work / f"k{n}.o"
+            _nvcc([compiler, "-c", "-Xcompiler", "-fPIC", "-o", str(obj), str(src), *extra,
+                   *(a for arch in unit for a in gencode(arch))])
+            objects.append(str(obj))
+        _nvcc([compiler, "-shared", "-o", str(work / "lib.so"), *objects, *extra,
+               *(a for arch in files[0] for a in gencode(arch))])  # the device link nvcc adds, as in one step
+        return work / "lib.so"
+
+    cached = built_once(_CACHE / key / "lib.so", build)
     return deliver(cached, dest)
 
 

@@ -106,7 +106,6 @@ def test_interpreter_start_up_variables_get_a_server_of_their_own(environ, serve
     assert shown["env"]["PYTHONPATH"] == "/somewhere"
 
 
-
 def test_a_server_is_started_at_the_second_call_of_its_start_up_values(environ, servers, monkeypatch):
     """A set of values one test uses once (a PYTHONPATH into its tmp_path) never costs a server."""
     monkeypatch.setattr(cli, "SERVER_AT_CALL", 2)
